@@ -1,3 +1,20 @@
 //! metadatafs: the GCE metadata server as a FUSE filesystem, and a faithful emulator of it.
+//!
+//! Layers, each behind a small seam: `fuse` (kernel adapter) → `fs` (the core, plain async
+//! functions) → `cache`/`token` (freshness, no I/O of their own) → `mds` (the HTTP client).
 
+pub mod cache;
+pub mod cli;
+pub mod clock;
+pub mod daemon;
 pub mod emulator;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod mds;
+pub mod perms;
+pub mod token;
+pub mod tree;
+
+#[cfg(test)]
+mod testing;

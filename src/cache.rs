@@ -1,0 +1,273 @@
+//! The value cache: TTL per entry, LRU-bounded, single-flight, stale-if-error. No FUSE, no HTTP.
+//!
+//! Invariants:
+//! - At most `capacity` keys; each key holds at most one value, so memory is bounded by
+//!   `capacity × max_value` (the MDS client refuses larger bodies).
+//! - Concurrent readers of a missing or expired key cause one fetch: they queue on the key's
+//!   fill lock and the first one's result serves the rest.
+//! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
+//!   value if there is one, which is then held for a short grace period so an outage does not
+//!   make every read wait out the timeout. Permanent failures are never papered over.
+//! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::warn;
+use lru::LruCache;
+
+use crate::clock::{Expiry, SharedClock};
+use crate::error::Result;
+
+/// The longest a stale value is served after a failed refresh before the MDS is asked again.
+const STALE_GRACE: Duration = Duration::from_secs(5);
+
+/// How many bytes a cached value holds, for the status counters.
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry<V> {
+    pub value: V,
+    pub expiry: Expiry,
+}
+
+#[derive(Debug)]
+struct Slot<V> {
+    fill: tokio::sync::Mutex<()>,
+    entry: Mutex<Option<Entry<V>>>,
+}
+
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub bytes: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct Cache<V> {
+    slots: Mutex<LruCache<String, Arc<Slot<V>>>>,
+    clock: SharedClock,
+    pub stats: CacheStats,
+}
+
+impl<V: Clone + Weight> Cache<V> {
+    pub fn new(capacity: usize, clock: SharedClock) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Cache {
+            slots: Mutex::new(LruCache::new(capacity)),
+            clock,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// The value for `key`, from cache while fresh, else from `fetch`, which returns the value
+    /// and how long it stays fresh.
+    pub async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Entry<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, Duration)>>,
+    {
+        let slot = self.slot(key);
+        if let Some(entry) = self.fresh(&slot) {
+            return Ok(entry);
+        }
+        let _filling = slot.fill.lock().await;
+        if let Some(entry) = self.fresh(&slot) {
+            return Ok(entry);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        match fetch().await {
+            Ok((value, ttl)) => {
+                let entry = Entry {
+                    value,
+                    expiry: Expiry::from_now(&*self.clock, ttl),
+                };
+                self.store(&slot, Some(entry.clone()));
+                Ok(entry)
+            }
+            Err(err) if err.is_transient() => {
+                let stale = slot.entry.lock().unwrap().clone();
+                let Some(mut entry) = stale else {
+                    return Err(err);
+                };
+                warn!("serving the last good value of {key}: {err}");
+                entry.expiry = Expiry::from_now(&*self.clock, STALE_GRACE);
+                self.store(&slot, Some(entry.clone()));
+                Ok(entry)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Drop `key` so the next read fetches it again.
+    pub fn invalidate(&self, key: &str) {
+        let slot = self.slots.lock().unwrap().pop(key);
+        if let Some(slot) = slot {
+            self.store(&slot, None);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot<V>> {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot {
+            fill: Default::default(),
+            entry: Mutex::new(None),
+        });
+        if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
+            drop(slots);
+            self.store(&evicted, None);
+        }
+        slot
+    }
+
+    fn fresh(&self, slot: &Slot<V>) -> Option<Entry<V>> {
+        let entry = slot.entry.lock().unwrap();
+        let fresh = entry
+            .as_ref()
+            .filter(|e| !e.expiry.is_expired(&*self.clock))
+            .cloned();
+        if fresh.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        fresh
+    }
+
+    fn store(&self, slot: &Slot<V>, new: Option<Entry<V>>) {
+        let added = new.as_ref().map_or(0, |e| e.value.weight());
+        let old = std::mem::replace(&mut *slot.entry.lock().unwrap(), new);
+        let removed = old.map_or(0, |e| e.value.weight());
+        self.stats.bytes.fetch_add(added, Ordering::Relaxed);
+        self.stats.bytes.fetch_sub(removed, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::error::Error;
+
+    impl Weight for u32 {
+        fn weight(&self) -> usize {
+            4
+        }
+    }
+
+    fn cache(capacity: usize) -> (Arc<ManualClock>, Cache<u32>) {
+        let clock = Arc::new(ManualClock::default());
+        (clock.clone(), Cache::new(capacity, clock))
+    }
+
+    fn down() -> Error {
+        Error::Unavailable {
+            path: "k".into(),
+            reason: "down".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fresh_values_are_served_without_fetching_until_the_ttl_passes() {
+        let (clock, cache) = cache(10);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            cache
+                .get("k", || async { Ok((1, ttl)) })
+                .await
+                .unwrap()
+                .value,
+            1
+        );
+        let again = cache
+            .get("k", || async { panic!("fetched while fresh") })
+            .await
+            .unwrap();
+        assert_eq!(again.value, 1);
+        assert_eq!(again.expiry.remaining(&*clock), ttl);
+        clock.advance(ttl);
+        assert_eq!(
+            cache
+                .get("k", || async { Ok((2, ttl)) })
+                .await
+                .unwrap()
+                .value,
+            2
+        );
+        assert_eq!(cache.stats.misses.load(Ordering::Relaxed), 2);
+        assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_serves_the_stale_value_and_a_permanent_one_does_not() {
+        let (clock, cache) = cache(10);
+        let ttl = Duration::from_secs(60);
+        cache.get("k", || async { Ok((1, ttl)) }).await.unwrap();
+        clock.advance(ttl);
+        let stale = cache.get("k", || async { Err(down()) }).await.unwrap();
+        assert_eq!(stale.value, 1);
+        assert_eq!(stale.expiry.remaining(&*clock), STALE_GRACE);
+        clock.advance(STALE_GRACE);
+        let err = cache
+            .get("k", || async { Err(Error::NotFound) })
+            .await
+            .unwrap_err();
+        assert_eq!(err, Error::NotFound);
+        assert!(cache.get("other", || async { Err(down()) }).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn concurrent_cold_readers_share_one_fetch() {
+        let (_, cache) = cache(10);
+        let cache = Arc::new(cache);
+        let fetches = Arc::new(AtomicU64::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let readers: Vec<_> = (0..32)
+            .map(|_| {
+                let (cache, fetches, mut gate) = (cache.clone(), fetches.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let fetch = || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        gate.wait_for(|open| *open).await.unwrap();
+                        Ok((7, Duration::from_secs(60)))
+                    };
+                    cache.get("k", fetch).await.unwrap().value
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        release.send(true).unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), 7);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_key_is_evicted_at_capacity() {
+        let (_, cache) = cache(2);
+        let ttl = Duration::from_secs(60);
+        for (key, value) in [("a", 1), ("b", 2), ("c", 3)] {
+            cache.get(key, || async { Ok((value, ttl)) }).await.unwrap();
+        }
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 8);
+        let refetched = cache.get("a", || async { Ok((10, ttl)) }).await.unwrap();
+        assert_eq!(refetched.value, 10);
+    }
+}

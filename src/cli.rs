@@ -1,0 +1,420 @@
+//! The command line: clap for the flags, our own parser for `-o a,b=c`, both folded into one
+//! plain [`Config`] that the rest of the program uses (it never sees clap).
+//!
+//! Every long option has an `-o name[=value]` twin (dashes become underscores), so fstab lines
+//! and systemd units can say everything. The usual mount(8)/FUSE options are accepted; any other
+//! `-o` option is an error naming it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+
+/// The MDS's link-local address: no DNS needed at boot (reference/metadata-api.md §9.2).
+pub const DEFAULT_ENDPOINT: &str = "169.254.169.254";
+
+/// Options mount(8), fstab and systemd pass that need no action from us.
+const IGNORED: &[&str] = &[
+    "_netdev",
+    "nofail",
+    "noauto",
+    "auto",
+    "user",
+    "users",
+    "nouser",
+    "defaults",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "suid",
+    "dev",
+    "exec",
+    "async",
+    "sync",
+    "atime",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "rw",
+    "default_permissions",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "metadatafs",
+    version,
+    about = "Mount the GCE metadata server as a filesystem",
+    override_usage = "metadatafs [OPTIONS] MOUNTPOINT\n       metadatafs SOURCE MOUNTPOINT [-o OPT[,OPT...]]"
+)]
+struct Args {
+    /// [SOURCE] MOUNTPOINT; SOURCE is `metadata`, `none`, `default` or HOST[:PORT]
+    #[arg(value_name = "MOUNTPOINT", required = true, num_args = 1..=2)]
+    positional: Vec<PathBuf>,
+    /// Stay in the foreground (systemd Type=notify)
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Mount options, comma-separated: every long option as name[=value], plus mount(8)'s
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+    /// MDS address HOST[:PORT] [default: $GCE_METADATA_HOST, else 169.254.169.254]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    endpoint: Option<String>,
+    /// Run the built-in emulator on a free loopback port and mount it
+    #[arg(long, value_name = "FIXTURE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    emulate: Option<String>,
+    /// Seconds a value or listing is served from cache [default: 60]
+    #[arg(long, value_name = "SECS")]
+    ttl: Option<u64>,
+    /// Seconds a read may wait for the MDS before failing with EIO [default: 10]
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Refresh tokens this many seconds before they expire [default: 240]
+    #[arg(long, value_name = "SECS")]
+    refresh_margin: Option<u64>,
+    /// Secret files become 0440 with this group
+    #[arg(long, value_name = "NAME|GID")]
+    secret_group: Option<String>,
+    /// More paths in the secret class, colon-separated globs
+    #[arg(long, value_name = "GLOB:GLOB")]
+    secret_paths: Option<String>,
+    /// Allow tokens with other scopes
+    #[arg(long)]
+    scoped_tokens: bool,
+    /// Scopes for every token read (implies --scoped-tokens)
+    #[arg(long, value_name = "S1,S2")]
+    token_scopes: Option<String>,
+    /// Allow writes under instance/guest-attributes/
+    #[arg(long)]
+    guest_attributes: bool,
+    /// Cache size bound, in entries [default: 10000]
+    #[arg(long, value_name = "N")]
+    max_entries: Option<usize>,
+    /// Largest value served, in bytes; larger ones fail with EFBIG [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    max_value: Option<u64>,
+    /// Let users other than the mounting one read
+    #[arg(long)]
+    allow_other: bool,
+    /// Let root read as well as the mounting user
+    #[arg(long)]
+    allow_root: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub mountpoint: PathBuf,
+    /// Shown in /proc/mounts.
+    pub source: String,
+    pub endpoint: String,
+    /// `Some(None)`: the built-in fixture; `Some(Some(path))`: that fixture.
+    pub emulate: Option<Option<PathBuf>>,
+    pub foreground: bool,
+    pub ttl: Duration,
+    pub timeout: Duration,
+    pub refresh_margin: Duration,
+    pub secret_gid: Option<u32>,
+    pub secret_paths: Vec<String>,
+    pub scoped_tokens: bool,
+    pub token_scopes: Option<Vec<String>>,
+    pub guest_attributes: bool,
+    pub max_entries: usize,
+    pub max_value: u64,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub read_only: bool,
+}
+
+/// Parse the command line; usage errors come back as clap errors, which print a one-line
+/// message plus the usage line and exit 2.
+pub fn parse<I, T>(args: I, env_endpoint: Option<String>) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut args = Args::try_parse_from(args)?;
+    let mut read_only = false;
+    for option in std::mem::take(&mut args.options)
+        .iter()
+        .flat_map(|o| o.split(','))
+    {
+        apply_option(&mut args, option.trim(), &mut read_only)?;
+    }
+    let (source, mountpoint) = match args.positional.as_slice() {
+        [mountpoint] => (None, mountpoint.clone()),
+        [source, mountpoint] => (
+            Some(source.to_string_lossy().into_owned()),
+            mountpoint.clone(),
+        ),
+        _ => unreachable!("clap enforces 1..=2 positionals"),
+    };
+    check_mountpoint(&mountpoint)?;
+    let source_endpoint = source
+        .clone()
+        .filter(|s| !matches!(s.as_str(), "metadata" | "none" | "default" | "metadatafs"));
+    let endpoint = args
+        .endpoint
+        .or(source_endpoint)
+        .or(env_endpoint.filter(|e| !e.is_empty()))
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    check_endpoint(&endpoint)?;
+    let secret_gid = args
+        .secret_group
+        .as_deref()
+        .map(resolve_group)
+        .transpose()?;
+    let token_scopes = args.token_scopes.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    });
+    Ok(Config {
+        mountpoint,
+        source: source.unwrap_or_else(|| "metadata".into()),
+        endpoint,
+        emulate: args
+            .emulate
+            .map(|f| (!f.is_empty()).then(|| PathBuf::from(f))),
+        foreground: args.foreground,
+        ttl: Duration::from_secs(args.ttl.unwrap_or(60)),
+        timeout: Duration::from_secs(args.timeout.unwrap_or(10).max(1)),
+        refresh_margin: Duration::from_secs(args.refresh_margin.unwrap_or(240)),
+        secret_gid,
+        secret_paths: args
+            .secret_paths
+            .map(|p| {
+                p.split(':')
+                    .filter(|g| !g.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        scoped_tokens: args.scoped_tokens || token_scopes.is_some(),
+        token_scopes,
+        guest_attributes: args.guest_attributes,
+        max_entries: args.max_entries.unwrap_or(10_000).max(1),
+        max_value: args.max_value.unwrap_or(1 << 20),
+        allow_other: args.allow_other,
+        allow_root: args.allow_root,
+        read_only,
+    })
+}
+
+fn usage_error(kind: ErrorKind, message: String) -> clap::Error {
+    Args::command().error(kind, message)
+}
+
+fn number<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<T, clap::Error> {
+    let value = value.unwrap_or("");
+    value.parse().map_err(|_| {
+        usage_error(
+            ErrorKind::InvalidValue,
+            format!("invalid value '{value}' for mount option '{name}': expected a number"),
+        )
+    })
+}
+
+fn text(name: &str, value: Option<&str>) -> Result<String, clap::Error> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(usage_error(
+            ErrorKind::InvalidValue,
+            format!("mount option '{name}' needs a value: -o {name}=VALUE"),
+        )),
+    }
+}
+
+fn apply_option(args: &mut Args, option: &str, read_only: &mut bool) -> Result<(), clap::Error> {
+    let (name, value) = match option.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (option, None),
+    };
+    match name {
+        "" => {}
+        "endpoint" => args.endpoint = Some(text(name, value)?),
+        "emulate" => args.emulate = Some(value.unwrap_or("").to_string()),
+        "foreground" => args.foreground = true,
+        "ttl" => args.ttl = Some(number(name, value)?),
+        "timeout" => args.timeout = Some(number(name, value)?),
+        "refresh_margin" => args.refresh_margin = Some(number(name, value)?),
+        "secret_group" => args.secret_group = Some(text(name, value)?),
+        "secret_paths" => args.secret_paths = Some(text(name, value)?),
+        "scoped_tokens" => args.scoped_tokens = true,
+        "token_scopes" => args.token_scopes = Some(text(name, value)?),
+        "guest_attributes" => args.guest_attributes = true,
+        "max_entries" => args.max_entries = Some(number(name, value)?),
+        "max_value" => args.max_value = Some(number(name, value)?),
+        "allow_other" => args.allow_other = true,
+        "allow_root" => args.allow_root = true,
+        "ro" => *read_only = true,
+        _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {}
+        _ => {
+            return Err(usage_error(
+                ErrorKind::UnknownArgument,
+                format!("unknown mount option '{name}'"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn check_mountpoint(path: &std::path::Path) -> Result<(), clap::Error> {
+    let problem = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => "is not a directory".to_string(),
+        // A mount left by a killed daemon: cleaned up and reused at mount time.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Err(usage_error(
+        ErrorKind::InvalidValue,
+        format!("mountpoint {}: {problem}", path.display()),
+    ))
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), clap::Error> {
+    let bad = endpoint.is_empty()
+        || endpoint.contains(['/', '?', '#', '@', ' '])
+        || endpoint.starts_with("http:")
+        || reqwest::Url::parse(&format!("http://{endpoint}/")).is_err();
+    if bad {
+        return Err(usage_error(
+            ErrorKind::InvalidValue,
+            format!("invalid endpoint '{endpoint}': expected HOST[:PORT]"),
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_group(group: &str) -> Result<u32, clap::Error> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let unknown = || {
+        usage_error(
+            ErrorKind::InvalidValue,
+            format!("secret_group '{group}': no such group"),
+        )
+    };
+    let name = std::ffi::CString::new(group).map_err(|_| unknown())?;
+    // SAFETY: getgrnam_r writes only into the buffers we own and pass with their sizes.
+    unsafe {
+        let mut entry: libc::group = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut result = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() {
+            return Err(unknown());
+        }
+        Ok(entry.gr_gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Config {
+        parse(
+            std::iter::once("metadatafs").chain(args.iter().copied()),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn parse_err(args: &[&str]) -> String {
+        let err = parse(
+            std::iter::once("metadatafs").chain(args.iter().copied()),
+            None,
+        );
+        err.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse_ok(&["/tmp"]);
+        assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
+        assert_eq!(config.ttl, Duration::from_secs(60));
+        assert_eq!(config.timeout, Duration::from_secs(10));
+        assert_eq!(config.refresh_margin, Duration::from_secs(240));
+        assert_eq!(config.max_entries, 10_000);
+        assert_eq!(config.max_value, 1 << 20);
+        assert!(!config.foreground && !config.allow_other && config.emulate.is_none());
+    }
+
+    #[test]
+    fn mount_form_with_o_twins_and_tolerated_options() {
+        let config = parse_ok(&[
+            "10.0.0.1:8080",
+            "/tmp",
+            "-o",
+            "rw,_netdev,nofail,x-systemd.automount,allow_other,ttl=5,timeout=3",
+            "-o",
+            "refresh_margin=100,secret_group=0,secret_paths=a/*:b,max_entries=7,max_value=9",
+        ]);
+        assert_eq!(config.endpoint, "10.0.0.1:8080");
+        assert!(config.allow_other);
+        assert_eq!(config.ttl, Duration::from_secs(5));
+        assert_eq!(config.timeout, Duration::from_secs(3));
+        assert_eq!(config.refresh_margin, Duration::from_secs(100));
+        assert_eq!(config.secret_gid, Some(0));
+        assert_eq!(config.secret_paths, vec!["a/*", "b"]);
+        assert_eq!((config.max_entries, config.max_value), (7, 9));
+    }
+
+    #[test]
+    fn endpoint_precedence() {
+        let env = Some("env-host:1".to_string());
+        let parse_env = |args: &[&str]| {
+            parse(
+                std::iter::once("metadatafs").chain(args.iter().copied()),
+                env.clone(),
+            )
+            .unwrap()
+        };
+        assert_eq!(parse_env(&["/tmp"]).endpoint, "env-host:1");
+        assert_eq!(parse_env(&["metadata", "/tmp"]).endpoint, "env-host:1");
+        assert_eq!(parse_env(&["src:2", "/tmp"]).endpoint, "src:2");
+        assert_eq!(
+            parse_env(&["src:2", "/tmp", "-o", "endpoint=opt:3"]).endpoint,
+            "opt:3"
+        );
+        assert_eq!(
+            parse_env(&["--endpoint", "flag:4", "/tmp"]).endpoint,
+            "flag:4"
+        );
+    }
+
+    #[test]
+    fn emulate_forms() {
+        assert_eq!(parse_ok(&["--emulate", "/tmp"]).emulate, Some(None));
+        let with = parse_ok(&["--emulate=/f.json", "/tmp"]).emulate;
+        assert_eq!(with, Some(Some(PathBuf::from("/f.json"))));
+        assert_eq!(parse_ok(&["/tmp", "-o", "emulate"]).emulate, Some(None));
+    }
+
+    #[test]
+    fn bad_usage_names_the_problem() {
+        assert!(parse_err(&[]).contains("MOUNTPOINT"));
+        assert!(parse_err(&["/tmp", "-o", "bogus"]).contains("unknown mount option 'bogus'"));
+        assert!(parse_err(&["/tmp", "-o", "ttl=abc"]).contains("'abc' for mount option 'ttl'"));
+        assert!(parse_err(&["--ttl", "x", "/tmp"]).contains("'x'"));
+        assert!(parse_err(&["/nonexistent-dir"]).contains("does not exist"));
+        assert!(parse_err(&["/etc/hostname"]).contains("is not a directory"));
+        assert!(parse_err(&["/tmp", "-o", "endpoint=http://x/"]).contains("invalid endpoint"));
+        assert!(
+            parse_err(&["/tmp", "-o", "secret_group=no-such-group-x"]).contains("no such group")
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Running the filesystem: daemonizing, mounting, readiness, signals, unmounting.
+//!
+//! - Without `-f` the process re-executes itself with `-f` in a new session and waits on a pipe
+//!   until the child reports the mount live (or why it failed): never fork a multi-threaded
+//!   process. So `mount -t fuse.metadatafs` and fstab get an honest exit status.
+//! - With `-f` it mounts, tells systemd `READY=1` (Type=notify) once the mount answers, and on
+//!   SIGTERM/SIGINT says `STOPPING=1`, unmounts (lazily if busy) and exits 0.
+//! - A mountpoint left by a killed daemon ("Transport endpoint is not connected") is detached
+//!   first and reused.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use log::{info, warn};
+
+use crate::cli::Config;
+use crate::clock::SystemClock;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::fs::{Core, FsConfig};
+use crate::fuse::FuseFs;
+use crate::mds::{HttpConfig, HttpMds, Mds};
+use crate::perms::Permissions;
+
+/// The pipe a background parent waits on: the child writes `ok` or `error: …` to it.
+const READY_FD_ENV: &str = "METADATAFS_READY_FD";
+/// How long an unmount waits for the kernel to end the session before the daemon exits anyway.
+const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+/// How soon 404s are asked about again.
+const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+pub fn run(config: Config) -> Result<()> {
+    if !config.foreground {
+        return spawn_background();
+    }
+    let ready_pipe = take_ready_pipe();
+    let result = serve(&config, ready_pipe.as_ref());
+    if let (Err(e), Some(pipe)) = (&result, ready_pipe) {
+        report(&pipe, &format!("error: {e:#}"));
+    }
+    result
+}
+
+/// Re-run ourselves with `-f`, detached, and wait for its word that the mount is live.
+fn spawn_background() -> Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the readiness pipe");
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let write_fd = fds[1];
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    let mut command = Command::new(exe);
+    command
+        .args(std::env::args_os().skip(1))
+        .arg("-f")
+        .env(READY_FD_ENV, write_fd.to_string());
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    // Logs stay where they are captured (journal, file, pipe), not on a terminal we leave.
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(2) } == 1 {
+        command.stderr(Stdio::null());
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::setsid();
+            let flags = libc::fcntl(write_fd, libc::F_GETFD);
+            libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("starting the daemon")?;
+    drop(write_end);
+    let mut message = String::new();
+    std::fs::File::from(read_end)
+        .read_to_string(&mut message)
+        .ok();
+    match message.trim_end() {
+        "ok" => Ok(()),
+        m if m.starts_with("error: ") => bail!("{}", &m["error: ".len()..]),
+        _ => {
+            let status = child.wait().context("waiting for the daemon")?;
+            bail!("the daemon exited before the mount was ready ({status})")
+        }
+    }
+}
+
+fn take_ready_pipe() -> Option<OwnedFd> {
+    let fd: i32 = std::env::var(READY_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(READY_FD_ENV);
+    // SAFETY: the parent passed us this descriptor for our exclusive use; fcntl checks it is open.
+    (unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn report(pipe: &OwnedFd, message: &str) {
+    let mut file = std::fs::File::from(pipe.try_clone().expect("dup of an open pipe"));
+    let _ = writeln!(file, "{}", message.replace('\n', " "));
+}
+
+#[derive(Debug)]
+enum Event {
+    Signal(&'static str),
+    Ended(std::io::Result<()>),
+}
+
+fn serve(config: &Config, ready_pipe: Option<&OwnedFd>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("metadatafs-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let emulator = match &config.emulate {
+        Some(fixture) => Some(
+            Emulator::start(EmulatorConfig {
+                fixture: fixture.clone(),
+                ..Default::default()
+            })
+            .context("starting the emulator")?,
+        ),
+        None => None,
+    };
+    let endpoint = emulator
+        .as_ref()
+        .map_or(config.endpoint.clone(), |e| e.addr().to_string());
+    let http = HttpConfig {
+        endpoint,
+        timeout: config.timeout,
+        max_value: config.max_value,
+    };
+    let mds = Arc::new(HttpMds::new(http).context("building the HTTP client")?);
+    let endpoint = mds.endpoint().to_string();
+    warn_unimplemented(config);
+    let core = Arc::new(Core::new(mds, fs_config(config), Arc::new(SystemClock)));
+    runtime.spawn(refresh_tokens(core.clone()));
+
+    prepare_mountpoint(&config.mountpoint)?;
+    let fs = FuseFs::new(core, runtime.handle().clone());
+    let mut session = fuser::Session::new(fs, &config.mountpoint, &fuser_config(config))
+        .with_context(|| format!("mounting {}", config.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let (events, event) = mpsc::channel();
+    let ended = events.clone();
+    std::thread::Builder::new()
+        .name("metadatafs-fuse".into())
+        .spawn(move || ended.send(Event::Ended(session.run())))
+        .context("starting the FUSE session")?;
+    runtime.spawn(forward_signals(events));
+
+    wait_until_live(&config.mountpoint)?;
+    if let Some(pipe) = ready_pipe {
+        report(pipe, "ok");
+    }
+    sd_notify("READY=1");
+    info!("mounted {endpoint} on {}", config.mountpoint.display());
+
+    match event.recv() {
+        Ok(Event::Signal(name)) => {
+            info!("{name}: unmounting {}", config.mountpoint.display());
+            sd_notify("STOPPING=1");
+            if let Err(e) = unmounter.unmount() {
+                info!("unmount: {e}; detaching lazily");
+                detach(&config.mountpoint);
+            }
+            if let Ok(Event::Ended(Err(e))) = event.recv_timeout(UNMOUNT_GRACE) {
+                warn!("FUSE session ended with an error: {e}");
+            }
+        }
+        Ok(Event::Ended(result)) => {
+            sd_notify("STOPPING=1");
+            result.context("FUSE session")?;
+            info!("{} was unmounted", config.mountpoint.display());
+        }
+        Err(_) => bail!("event channel closed"),
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(emulator);
+    Ok(())
+}
+
+fn fs_config(config: &Config) -> FsConfig {
+    // SAFETY: geteuid/getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    FsConfig {
+        ttl: config.ttl,
+        negative_ttl: NEGATIVE_TTL.min(config.ttl),
+        refresh_margin: config.refresh_margin,
+        max_entries: config.max_entries,
+        permissions: Permissions {
+            uid,
+            gid,
+            secret_gid: config.secret_gid,
+            secret_paths: config.secret_paths.clone(),
+        },
+    }
+}
+
+fn fuser_config(config: &Config) -> fuser::Config {
+    use fuser::MountOption::*;
+    let mut options = vec![
+        FSName(config.source.clone()),
+        Subtype("metadatafs".into()),
+        DefaultPermissions,
+        NoSuid,
+        NoDev,
+    ];
+    if config.read_only {
+        options.push(RO);
+    }
+    let mut fuser_config = fuser::Config::default();
+    fuser_config.mount_options = options;
+    fuser_config.acl = if config.allow_other {
+        fuser::SessionACL::All
+    } else if config.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    fuser_config
+}
+
+fn warn_unimplemented(config: &Config) {
+    for (set, name) in [
+        (config.scoped_tokens, "scoped_tokens/token_scopes"),
+        (config.guest_attributes, "guest_attributes"),
+    ] {
+        if set {
+            warn!("option {name} is not supported by this version yet; ignored");
+        }
+    }
+}
+
+async fn refresh_tokens<M: Mds>(core: Arc<Core<M>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.tokens().refresh_due().await;
+    }
+}
+
+async fn forward_signals(events: mpsc::Sender<Event>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    let _ = events.send(Event::Signal(name));
+}
+
+/// Detach a mount left dead by a killed daemon, so it can be mounted again.
+fn prepare_mountpoint(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            warn!(
+                "{}: dead mount left by an earlier daemon; detaching it",
+                path.display()
+            );
+            detach(path);
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("{} after detaching", path.display()))?;
+            if !meta.is_dir() {
+                bail!("{}: not a directory", path.display());
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("mountpoint {}", path.display())),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn detach(path: &Path) {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return;
+    }
+    // Not root: the setuid helper can still detach our own mount.
+    for helper in ["fusermount3", "fusermount"] {
+        let status = Command::new(helper)
+            .arg("-uz")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            return;
+        }
+    }
+    warn!("could not detach {}", path.display());
+}
+
+/// The mount is live when the mountpoint is on a different device than its parent.
+fn wait_until_live(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent_dev = std::fs::metadata(parent).map(|m| m.dev()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.dev() != parent_dev => return Ok(()),
+            _ if Instant::now() > deadline => {
+                bail!("{}: the mount did not come up", path.display())
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Tell systemd about our state (Type=notify); a no-op outside systemd.
+fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    if let Err(e) = addr.and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr)) {
+        warn!("sd_notify {state}: {e}");
+    }
+}

@@ -1,0 +1,434 @@
+//! The filesystem core: lookup, getattr, readdir, open and read as plain async functions that
+//! return our own types or an [`Error`]. `fuse.rs` adapts them to the kernel; unit tests drive
+//! them directly against an in-memory MDS.
+//!
+//! Invariants:
+//! - Nothing is fetched before it is looked up or listed, and nothing is served that did not
+//!   come whole from the MDS.
+//! - One `open()` sees one value: the bytes are copied into the file handle at open time, and
+//!   every read through that handle slices the same copy.
+//! - The TTL handed to the kernel is what is left of our own cached value's validity, so the
+//!   kernel never caches longer than we do. Token files get zero: their size moves with
+//!   `expires_in`.
+//! - `stat` reports the exact size of what `open` + `read` will return.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::cache::{Cache, Weight};
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::mds::Mds;
+use crate::perms::Permissions;
+use crate::token::Tokens;
+use crate::tree::{self, Inodes, Kind, Node, ROOT};
+
+/// The root symlink to the most used directory.
+const SERVICE_ACCOUNTS_LINK: (&str, &str) = ("service-accounts", "instance/service-accounts");
+/// The bare-token file we add to every service-account directory.
+const ACCESS_TOKEN: &str = "access_token";
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub ttl: Duration,
+    /// How long a 404 is remembered.
+    pub negative_ttl: Duration,
+    pub refresh_margin: Duration,
+    pub max_entries: usize,
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    Directory,
+    RegularFile,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileType,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// An attribute and how long the kernel may keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileType,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Child {
+    name: String,
+    dir: bool,
+}
+
+/// What the value cache holds for a path.
+#[derive(Debug, Clone)]
+enum Cached {
+    Listing(Arc<Vec<Child>>),
+    Value(Bytes),
+    Missing,
+}
+
+impl Weight for Cached {
+    fn weight(&self) -> usize {
+        match self {
+            Cached::Listing(children) => children.iter().map(|c| c.name.len() + 1).sum(),
+            Cached::Value(bytes) => bytes.len(),
+            Cached::Missing => 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Handle {
+    File(Bytes),
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+#[derive(Debug)]
+pub struct Core<M> {
+    mds: Arc<M>,
+    config: FsConfig,
+    clock: SharedClock,
+    cache: Cache<Cached>,
+    tokens: Arc<Tokens<M>>,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_handle: AtomicU64,
+}
+
+impl<M: Mds> Core<M> {
+    pub fn new(mds: Arc<M>, config: FsConfig, clock: SharedClock) -> Self {
+        let tokens = Arc::new(Tokens::new(
+            mds.clone(),
+            clock.clone(),
+            config.refresh_margin,
+        ));
+        Core {
+            cache: Cache::new(config.max_entries, clock.clone()),
+            tokens,
+            mds,
+            config,
+            clock,
+            inodes: Mutex::new(Inodes::default()),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    pub fn tokens(&self) -> &Arc<Tokens<M>> {
+        &self.tokens
+    }
+
+    pub fn cache_stats(&self) -> &crate::cache::CacheStats {
+        &self.cache.stats
+    }
+
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Entry> {
+        let name = tree::check_name(name)?;
+        let dir = self.node(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(Error::NotFound);
+        }
+        let (node, listing_validity) = self.resolve(&dir.path, name).await?;
+        let mut entry = self.describe(0, &node).await?;
+        entry.ttl = entry.ttl.min(listing_validity);
+        entry.attr.ino = self.inodes.lock().unwrap().lookup(node);
+        Ok(entry)
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Entry> {
+        let node = self.node(ino)?;
+        self.describe(ino, &node).await
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.node(ino)?.kind {
+            Kind::Symlink(target) => Ok(target.into_bytes()),
+            _ => Err(Error::InvalidName("not a symlink".into())),
+        }
+    }
+
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.inodes.lock().unwrap().forget(ino, count);
+    }
+
+    /// Snapshot the directory's entries into a handle, so one `ls` sees one listing.
+    pub async fn opendir(&self, ino: u64) -> Result<u64> {
+        let node = self.node(ino)?;
+        if node.kind != Kind::Dir {
+            return Err(Error::NotFound);
+        }
+        let (children, _) = self.listing(&node.path).await?;
+        let parent_ino = self.parent_ino(&node.path);
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                kind: FileType::Directory,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: parent_ino,
+                kind: FileType::Directory,
+                name: "..".into(),
+            },
+        ];
+        let inodes = self.inodes.lock().unwrap();
+        for child in self.children_with_extras(&node.path, &children) {
+            let path = tree::child_path(&node.path, &child.name);
+            let kind = if child.dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            let kind = if child.name == SERVICE_ACCOUNTS_LINK.0 && node.path.is_empty() {
+                FileType::Symlink
+            } else {
+                kind
+            };
+            // Inode numbers in a listing are informational; a path the kernel does not hold
+            // gets a number from a range lookups never hand out.
+            let ino = inodes.ino_of(&path).unwrap_or_else(|| synthetic_ino(&path));
+            entries.push(DirEntry {
+                ino,
+                kind,
+                name: child.name,
+            });
+        }
+        drop(inodes);
+        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+    }
+
+    /// Entries from `offset` on, each with the offset of the one after it.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
+        let handles = self.handles.lock().unwrap();
+        let Some(Handle::Dir(entries)) = handles.get(&fh) else {
+            return Err(Error::Stale);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(entries
+            .iter()
+            .enumerate()
+            .skip(start)
+            .map(|(i, entry)| (i as u64 + 1, entry.clone()))
+            .collect())
+    }
+
+    pub async fn open(&self, ino: u64, write: bool) -> Result<u64> {
+        let node = self.node(ino)?;
+        if write {
+            return Err(Error::ReadOnly);
+        }
+        let bytes = self.content(&node).await?.0;
+        Ok(self.add_handle(Handle::File(bytes)))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let handles = self.handles.lock().unwrap();
+        let Some(Handle::File(bytes)) = handles.get(&fh) else {
+            return Err(Error::Stale);
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        Ok(bytes.slice(start..end))
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().unwrap().remove(&fh);
+    }
+
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().unwrap().len()
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        self.inodes.lock().unwrap().get(ino)
+    }
+
+    fn parent_ino(&self, path: &str) -> u64 {
+        let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        self.inodes.lock().unwrap().ino_of(parent).unwrap_or(ROOT)
+    }
+
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, handle);
+        fh
+    }
+
+    /// What `name` in directory `dir` is, and how long the listing that says so stays valid.
+    async fn resolve(&self, dir: &str, name: &str) -> Result<(Node, Duration)> {
+        let path = tree::child_path(dir, name);
+        let (children, validity) = self.listing(dir).await?;
+        let child = self
+            .children_with_extras(dir, &children)
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or(Error::NotFound)?;
+        let kind = if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 {
+            Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
+        } else if child.dir {
+            Kind::Dir
+        } else if tree::service_account(dir).is_some() && name == "token" {
+            Kind::Token
+        } else if tree::service_account(dir).is_some() && name == ACCESS_TOKEN {
+            Kind::AccessToken
+        } else {
+            Kind::Value
+        };
+        Ok((Node { path, kind }, validity))
+    }
+
+    /// The MDS's children of `dir` plus the entries this filesystem adds.
+    fn children_with_extras(&self, dir: &str, children: &[Child]) -> Vec<Child> {
+        let mut all = children.to_vec();
+        let mut add = |name: &str, dir: bool| {
+            if !all.iter().any(|c| c.name == name) {
+                all.push(Child {
+                    name: name.into(),
+                    dir,
+                });
+            }
+        };
+        if dir.is_empty() {
+            add(SERVICE_ACCOUNTS_LINK.0, false);
+        }
+        if tree::service_account(dir).is_some() && children.iter().any(|c| c.name == "token") {
+            add(ACCESS_TOKEN, false);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    async fn describe(&self, ino: u64, node: &Node) -> Result<Entry> {
+        let (kind, size, ttl) = match &node.kind {
+            // A directory's own attributes never change; whether it still exists is the
+            // parent listing's business, which caps the entry TTL in `lookup`.
+            Kind::Dir => (FileType::Directory, 0, self.config.ttl),
+            Kind::Symlink(target) => (FileType::Symlink, target.len() as u64, self.config.ttl),
+            _ => {
+                let (bytes, ttl) = self.content(node).await?;
+                (FileType::RegularFile, bytes.len() as u64, ttl)
+            }
+        };
+        let (perm, gid) = self.config.permissions.mode(&node.path, &node.kind);
+        let uid = self.config.permissions.uid;
+        Ok(Entry {
+            attr: Attr {
+                ino,
+                kind,
+                size,
+                perm,
+                uid,
+                gid,
+            },
+            ttl,
+        })
+    }
+
+    /// A file's bytes and how long they stay valid.
+    async fn content(&self, node: &Node) -> Result<(Bytes, Duration)> {
+        match &node.kind {
+            Kind::Value => {
+                let entry = self
+                    .cache
+                    .get(&node.path, || self.fetch_value(&node.path))
+                    .await?;
+                let validity = entry.expiry.remaining(&*self.clock);
+                match entry.value {
+                    Cached::Value(bytes) => Ok((bytes, validity)),
+                    _ => Err(Error::NotFound),
+                }
+            }
+            Kind::Token => {
+                let token = self.tokens.get(&node.path).await?;
+                Ok((Bytes::from(token.render_json(&self.clock)), Duration::ZERO))
+            }
+            Kind::AccessToken => {
+                let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+                let token = self.tokens.get(&format!("{account_dir}/token")).await?;
+                Ok((
+                    Bytes::copy_from_slice(token.access_token().as_bytes()),
+                    Duration::ZERO,
+                ))
+            }
+            Kind::Dir | Kind::Symlink(_) => Err(Error::InvalidName("not a file".into())),
+        }
+    }
+
+    async fn listing(&self, dir: &str) -> Result<(Arc<Vec<Child>>, Duration)> {
+        let key = format!("{dir}/");
+        let key = if dir.is_empty() { String::new() } else { key };
+        let entry = self.cache.get(&key, || self.fetch_listing(&key)).await?;
+        match entry.value {
+            Cached::Listing(children) => Ok((children, entry.expiry.remaining(&*self.clock))),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    async fn fetch_value(&self, path: &str) -> Result<(Cached, Duration)> {
+        match self.mds.get(path).await {
+            Ok(bytes) => Ok((Cached::Value(bytes), self.config.ttl)),
+            Err(Error::NotFound) => Ok((Cached::Missing, self.config.negative_ttl)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fetch_listing(&self, key: &str) -> Result<(Cached, Duration)> {
+        let body = match self.mds.get(key).await {
+            Ok(body) => body,
+            Err(Error::NotFound) => return Ok((Cached::Missing, self.config.negative_ttl)),
+            Err(e) => return Err(e),
+        };
+        let text = std::str::from_utf8(&body).map_err(|_| Error::Misconfigured {
+            path: key.into(),
+            reason: "directory listing is not UTF-8".into(),
+        })?;
+        let mut children: Vec<Child> = text
+            .lines()
+            .filter_map(|line| {
+                let (name, dir) = match line.strip_suffix('/') {
+                    Some(name) => (name, true),
+                    None => (line, false),
+                };
+                tree::listable(name).then(|| Child {
+                    name: name.into(),
+                    dir,
+                })
+            })
+            .collect();
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        children.dedup_by(|a, b| a.name == b.name);
+        Ok((Cached::Listing(Arc::new(children)), self.config.ttl))
+    }
+}
+
+/// A listing-only inode number: high bit set, so it never collides with a looked-up inode.
+fn synthetic_ino(path: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(path) | (1 << 63)
+}

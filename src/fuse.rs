@@ -1,0 +1,348 @@
+//! The thin fuser adapter: each operation calls the core and turns its answer into a reply.
+//!
+//! Operations that may wait on the network (lookup, getattr, open, opendir) run as tasks on the
+//! tokio runtime, so the FUSE session thread is free for the next request at once: a slow MDS
+//! never stalls a read of an already-open file or a lookup answered from cache. Reads, readdir,
+//! release, readlink and forget only touch memory and are answered inline.
+//!
+//! Every write-side operation is refused on purpose with EROFS: this filesystem mirrors the
+//! MDS, and the writes it will take (guest attributes, scopes) go through the core.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileHandle, FopenFlags, Generation, INodeNo, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use log::log;
+
+use crate::error::Error;
+use crate::fs::{Attr, Core, FileType};
+use crate::mds::Mds;
+
+#[derive(Debug)]
+pub struct FuseFs<M> {
+    core: Arc<Core<M>>,
+    runtime: tokio::runtime::Handle,
+    /// Reported as every file's mtime: when this mount started.
+    mounted_at: SystemTime,
+}
+
+impl<M: Mds> FuseFs<M> {
+    pub fn new(core: Arc<Core<M>>, runtime: tokio::runtime::Handle) -> Self {
+        FuseFs {
+            core,
+            runtime,
+            mounted_at: SystemTime::now(),
+        }
+    }
+}
+
+fn file_kind(kind: FileType) -> fuser::FileType {
+    match kind {
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::RegularFile => fuser::FileType::RegularFile,
+        FileType::Symlink => fuser::FileType::Symlink,
+    }
+}
+
+fn file_attr(attr: &Attr, mounted_at: SystemTime) -> fuser::FileAttr {
+    let kind = file_kind(attr.kind);
+    fuser::FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: mounted_at,
+        mtime: mounted_at,
+        ctime: mounted_at,
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: attr.perm,
+        nlink: if kind == fuser::FileType::Directory {
+            2
+        } else {
+            1
+        },
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn errno(op: &str, err: &Error) -> Errno {
+    log!(err.level(), "{op}: {err}");
+    Errno::from_i32(err.errno())
+}
+
+/// The kernel takes seconds and nanoseconds; keep TTLs in a range it handles.
+fn kernel_ttl(ttl: Duration) -> Duration {
+    ttl.min(Duration::from_secs(24 * 3600))
+}
+
+impl<M: Mds> fuser::Filesystem for FuseFs<M> {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let mounted_at = self.mounted_at;
+        self.runtime.spawn(async move {
+            match core.lookup(parent.0, &name).await {
+                Ok(e) => reply.entry(
+                    &kernel_ttl(e.ttl),
+                    &file_attr(&e.attr, mounted_at),
+                    Generation(0),
+                ),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let core = self.core.clone();
+        let mounted_at = self.mounted_at;
+        self.runtime.spawn(async move {
+            match core.getattr(ino.0).await {
+                Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr, mounted_at)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.core.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno("readlink", &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            // Direct I/O: the kernel passes every read to us, so reads stop at the end of the
+            // bytes this handle holds, whatever size an earlier stat saw.
+            match core.open(ino.0, write).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(errno("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.core.read(fh.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno("read", &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            match core.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.core.readdir(fh.0, offset) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno("readdir", &e)),
+        };
+        for (next, entry) in entries {
+            if reply.add(INodeNo(entry.ino), next, file_kind(entry.kind), &entry.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        // No extended attributes: ENODATA tells `ls` and SELinux tools there is nothing to show.
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    // Everything that would change the tree is refused: the MDS is read-mostly and its writable
+    // parts are reached through `write`/`unlink`/`mkdir` handlers added with write-through.
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+}

@@ -1,0 +1,208 @@
+//! The MDS client: one `reqwest::Client`, one place that adds `Metadata-Flavor: Google` and
+//! checks it on the way back, one retry loop.
+//!
+//! Retry policy (reference/metadata-api.md §2.4, §8, §9): connect errors, timeouts, 5xx and 429
+//! are transient and retried with exponential backoff and jitter, all inside the caller's
+//! `timeout`; 4xx, a missing `Metadata-Flavor` response header and oversized bodies are
+//! permanent. Redirects are never followed: a 301 means we asked for a directory as a file.
+//! Response bodies are never logged: they may be tokens.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::debug;
+use reqwest::{header, redirect, StatusCode};
+
+use crate::error::{Error, Result};
+
+/// The `Host` the real MDS expects; we connect to the IP to avoid DNS at boot
+/// (reference/metadata-api.md §1.1) but still name the host.
+const MDS_HOST: &str = "metadata.google.internal";
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the filesystem core needs from a metadata server. `path` is relative to
+/// `computeMetadata/v1/` and may carry a query string.
+pub trait Mds: Send + Sync + 'static {
+    /// GET the path; `Ok` only for a 200 whose body arrived whole.
+    fn get(&self, path: &str) -> impl Future<Output = Result<Bytes>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `HOST[:PORT]`.
+    pub endpoint: String,
+    /// Longest one `get` may take, retries included.
+    pub timeout: Duration,
+    /// Bodies above this are refused (EFBIG).
+    pub max_value: u64,
+}
+
+#[derive(Debug)]
+pub struct HttpMds {
+    client: reqwest::Client,
+    base: String,
+    config: HttpConfig,
+}
+
+impl HttpMds {
+    pub fn new(config: HttpConfig) -> Result<Self, reqwest::Error> {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            "Metadata-Flavor",
+            header::HeaderValue::from_static("Google"),
+        );
+        headers.insert(header::HOST, header::HeaderValue::from_static(MDS_HOST));
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .redirect(redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.timeout.min(Duration::from_secs(2)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        let base = format!("http://{}/computeMetadata/v1/", config.endpoint);
+        Ok(HttpMds {
+            client,
+            base,
+            config,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    async fn attempt(&self, path: &str, budget: Duration) -> Result<Bytes> {
+        let url = format!("{}{}", self.base, path);
+        let unavailable = |reason: String| Error::Unavailable {
+            path: path.to_string(),
+            reason,
+        };
+        let response = self
+            .client
+            .get(&url)
+            .timeout(budget)
+            .send()
+            .await
+            .map_err(|e| {
+                unavailable(if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    describe(&e)
+                })
+            })?;
+        let status = response.status();
+        debug!("GET {path} -> {}", status.as_u16());
+        let flavored = response
+            .headers()
+            .get("Metadata-Flavor")
+            .is_some_and(|v| v.as_bytes() == b"Google");
+        match status {
+            StatusCode::OK | StatusCode::NOT_FOUND if !flavored => Err(Error::Misconfigured {
+                path: path.into(),
+                reason: "response without Metadata-Flavor: Google".into(),
+            }),
+            StatusCode::OK => self.read_body(path, response).await,
+            StatusCode::NOT_FOUND => Err(Error::NotFound),
+            StatusCode::BAD_REQUEST => Err(Error::BadRequest { path: path.into() }),
+            StatusCode::FORBIDDEN => Err(Error::Forbidden { path: path.into() }),
+            StatusCode::TOO_MANY_REQUESTS => Err(unavailable("HTTP 429".into())),
+            s if s.is_server_error() => Err(unavailable(format!("HTTP {}", s.as_u16()))),
+            s => Err(Error::Misconfigured {
+                path: path.into(),
+                reason: format!("unexpected HTTP {}", s.as_u16()),
+            }),
+        }
+    }
+
+    async fn read_body(&self, path: &str, mut response: reqwest::Response) -> Result<Bytes> {
+        let limit = self.config.max_value;
+        let too_big = |size| Error::TooBig {
+            path: path.into(),
+            size,
+            limit,
+        };
+        if let Some(len) = response.content_length().filter(|&len| len > limit) {
+            return Err(too_big(len));
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() as u64 > limit {
+                        return Err(too_big(body.len() as u64));
+                    }
+                }
+                Ok(None) => return Ok(Bytes::from(body)),
+                // A body cut short is never served: the read fails and may be retried.
+                Err(e) => {
+                    return Err(Error::Unavailable {
+                        path: path.into(),
+                        reason: describe(&e),
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Mds for HttpMds {
+    async fn get(&self, path: &str) -> Result<Bytes> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let err = match self.attempt(path, budget).await {
+                Ok(body) => return Ok(body),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            let pause = jitter(backoff);
+            if Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            debug!("retrying {path} in {pause:?}: {err}");
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// The error's chain of causes in one line: reqwest's own message is often just
+/// "error sending request".
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Between half and one and a half times `base`, so that many clients retrying after the same
+/// MDS hiccup do not come back in lockstep.
+pub(crate) fn jitter(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(Instant::now()) % 1000;
+    base / 2 + base * random as u32 / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_one_and_a_half() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(
+                j >= Duration::from_millis(50) && j <= Duration::from_millis(150),
+                "{j:?}"
+            );
+        }
+    }
+}

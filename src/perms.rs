@@ -1,0 +1,122 @@
+//! Who may read what (SPEC §3). The kernel enforces these modes (`default_permissions`), so a
+//! user outside the secret class gets EACCES even on a mount with `allow_other`.
+
+use crate::tree::Kind;
+
+/// Attribute keys that usually carry credentials or scripts with credentials in them.
+const SECRET_ATTRIBUTES: &[&str] = &["kube-env", "startup-script", "shutdown-script", "user-data"];
+const SECRET_ATTRIBUTE_PREFIXES: &[&str] =
+    &["windows-startup-script-", "sysprep-specialize-script-"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Permissions {
+    pub uid: u32,
+    pub gid: u32,
+    /// `secret_group`: secret files become 0440 with this group.
+    pub secret_gid: Option<u32>,
+    /// `secret_paths`: more globs in the secret class, relative to the mount root.
+    pub secret_paths: Vec<String>,
+}
+
+impl Permissions {
+    /// Mode bits and group for `path` of `kind`.
+    pub fn mode(&self, path: &str, kind: &Kind) -> (u16, u32) {
+        match kind {
+            Kind::Dir => (0o555, self.gid),
+            Kind::Symlink(_) => (0o777, self.gid),
+            _ if self.is_secret(path, kind) => match self.secret_gid {
+                Some(gid) => (0o440, gid),
+                None => (0o400, self.gid),
+            },
+            _ => (0o444, self.gid),
+        }
+    }
+
+    pub fn is_secret(&self, path: &str, kind: &Kind) -> bool {
+        if matches!(kind, Kind::Token | Kind::AccessToken) {
+            return true;
+        }
+        let secret_attribute = path.rsplit_once("/attributes/").is_some_and(|(_, key)| {
+            SECRET_ATTRIBUTES.contains(&key)
+                || SECRET_ATTRIBUTE_PREFIXES.iter().any(|p| key.starts_with(p))
+        });
+        secret_attribute
+            || self
+                .secret_paths
+                .iter()
+                .any(|glob| glob_match(glob.trim_start_matches('/'), path))
+    }
+}
+
+/// `*` matches within one path component, `**` across components, `?` one character.
+pub fn glob_match(glob: &str, path: &str) -> bool {
+    fn go(g: &[u8], p: &[u8]) -> bool {
+        match g {
+            [] => p.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=p.len()).any(|i| go(rest, &p[i..])),
+            [b'*', rest @ ..] => {
+                let limit = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
+                (0..=limit).any(|i| go(rest, &p[i..]))
+            }
+            [b'?', rest @ ..] => !p.is_empty() && p[0] != b'/' && go(rest, &p[1..]),
+            [c, rest @ ..] => p.first() == Some(c) && go(rest, &p[1..]),
+        }
+    }
+    go(glob.as_bytes(), path.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_class() {
+        let perms = Permissions {
+            uid: 0,
+            gid: 0,
+            secret_gid: None,
+            secret_paths: vec!["/project/attributes/db-*".into()],
+        };
+        let token = "instance/service-accounts/default/token";
+        assert_eq!(perms.mode(token, &Kind::Token), (0o400, 0));
+        assert_eq!(perms.mode("project/project-id", &Kind::Value), (0o444, 0));
+        assert_eq!(
+            perms
+                .mode("instance/attributes/startup-script", &Kind::Value)
+                .0,
+            0o400
+        );
+        assert_eq!(
+            perms
+                .mode(
+                    "project/attributes/windows-startup-script-ps1",
+                    &Kind::Value
+                )
+                .0,
+            0o400
+        );
+        assert_eq!(
+            perms.mode("project/attributes/db-password", &Kind::Value).0,
+            0o400
+        );
+        assert_eq!(
+            perms.mode("instance/attributes/ssh-keys", &Kind::Value).0,
+            0o444
+        );
+        assert_eq!(perms.mode("instance", &Kind::Dir).0, 0o555);
+        let grouped = Permissions {
+            secret_gid: Some(42),
+            ..perms
+        };
+        assert_eq!(grouped.mode(token, &Kind::AccessToken), (0o440, 42));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("instance/attributes/*", "instance/attributes/x"));
+        assert!(!glob_match("instance/*", "instance/attributes/x"));
+        assert!(glob_match("instance/**", "instance/attributes/x"));
+        assert!(glob_match("**/secret-?", "project/attributes/secret-1"));
+        assert!(!glob_match("**/secret-?", "project/attributes/secret-12"));
+    }
+}

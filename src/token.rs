@@ -1,0 +1,381 @@
+//! Access tokens: parsing the MDS token JSON, rendering `expires_in` at open time, and the
+//! refresh schedule.
+//!
+//! The MDS hands out the same token until about 5 minutes before it expires
+//! (reference/metadata-api.md §5.2), so refreshing earlier than that is useless: a token is
+//! refreshed `refresh_margin` (240 s) before expiry, in the background, while readers keep the
+//! current one. If the MDS still answers with the same token, it is asked again every
+//! [`REPOLL`], never in a loop. An expired token is never served; the read then waits for a
+//! fresh one and fails with EIO if the MDS cannot give one within `timeout`.
+//!
+//! Token bytes live only in [`Token`], whose `Debug` is redacted; no log line carries them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use serde::Deserialize;
+
+use crate::clock::{Expiry, SharedClock};
+use crate::error::{Error, Result};
+use crate::mds::Mds;
+
+/// How soon to ask again when the MDS answered a refresh with the token we already had, or
+/// failed to answer it.
+pub const REPOLL: Duration = Duration::from_secs(10);
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    access_token: String,
+    token_type: String,
+    expiry: Expiry,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenJson {
+    access_token: String,
+    expires_in: i64,
+    #[serde(default = "bearer")]
+    token_type: String,
+}
+
+fn bearer() -> String {
+    "Bearer".into()
+}
+
+impl Token {
+    /// Parse the MDS token response fetched from `path`. An undecodable body means the endpoint
+    /// is not a real MDS; the error names the path, never the body.
+    pub fn parse(path: &str, body: &[u8], clock: &SharedClock) -> Result<Token> {
+        let misconfigured = |reason: &str| Error::Misconfigured {
+            path: path.into(),
+            reason: format!("undecodable token JSON ({reason})"),
+        };
+        let json: TokenJson = serde_json::from_slice(body).map_err(|e| {
+            // serde's message can quote the input; keep only its category.
+            misconfigured(&format!("{:?} error", e.classify()))
+        })?;
+        if json.access_token.is_empty() || json.access_token.chars().any(|c| c.is_control()) {
+            return Err(misconfigured("bad access_token"));
+        }
+        let lifetime = Duration::from_secs(json.expires_in.max(0) as u64);
+        Ok(Token {
+            access_token: json.access_token,
+            token_type: json.token_type,
+            expiry: Expiry::from_now(&**clock, lifetime),
+        })
+    }
+
+    pub fn access_token(&self) -> &str {
+        &self.access_token
+    }
+
+    pub fn expiry(&self) -> Expiry {
+        self.expiry
+    }
+
+    /// Whole seconds left, as the MDS counts them.
+    pub fn expires_in(&self, clock: &SharedClock) -> u64 {
+        self.expiry.remaining(&**clock).as_secs()
+    }
+
+    /// The MDS's JSON with `expires_in` as of now, never the number seen at fetch time.
+    pub fn render_json(&self, clock: &SharedClock) -> Vec<u8> {
+        serde_json::json!({
+            "access_token": self.access_token,
+            "expires_in": self.expires_in(clock),
+            "token_type": self.token_type,
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    fill: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    token: Option<Token>,
+    next_refresh: Instant,
+}
+
+/// What the status file shows of a token: never its bytes.
+#[derive(Debug, Clone)]
+pub struct TokenStatus {
+    pub path: String,
+    pub expires_in: u64,
+    pub refresh_in: u64,
+}
+
+/// Every token this mount has handed out, keyed by the MDS path (with query) it came from.
+#[derive(Debug)]
+pub struct Tokens<M> {
+    mds: Arc<M>,
+    clock: SharedClock,
+    margin: Duration,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+impl<M: Mds> Tokens<M> {
+    pub fn new(mds: Arc<M>, clock: SharedClock, margin: Duration) -> Self {
+        Tokens {
+            mds,
+            clock,
+            margin,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A token that has not expired: the cached one, or a fresh one if it has.
+    pub async fn get(&self, path: &str) -> Result<Token> {
+        let slot = self.slot(path);
+        if let Some(token) = self.usable(&slot) {
+            return Ok(token);
+        }
+        let _filling = slot.fill.lock().await;
+        if let Some(token) = self.usable(&slot) {
+            return Ok(token);
+        }
+        let token = self.fetch(path).await.map_err(|e| match e {
+            e if e.is_transient() => {
+                warn!("{e}");
+                Error::TokenExpired { path: path.into() }
+            }
+            e => e,
+        })?;
+        self.install(&slot, path, token.clone());
+        Ok(token)
+    }
+
+    /// Refresh every token whose refresh time has come. Called about once a second by the
+    /// daemon's ticker, and directly by tests after moving the clock.
+    pub async fn refresh_due(self: &Arc<Self>) {
+        let now = self.clock.now();
+        let due: Vec<(String, Arc<Slot>)> = {
+            let slots = self.slots.lock().unwrap();
+            slots
+                .iter()
+                .filter(|(_, slot)| {
+                    let state = slot.state.lock().unwrap();
+                    state.token.is_some() && state.next_refresh <= now
+                })
+                .map(|(path, slot)| (path.clone(), slot.clone()))
+                .collect()
+        };
+        let tasks: Vec<_> = due
+            .into_iter()
+            .map(|(path, slot)| {
+                let tokens = self.clone();
+                tokio::spawn(async move { tokens.refresh(&path, &slot).await })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    pub fn status(&self) -> Vec<TokenStatus> {
+        let now = self.clock.now();
+        let slots = self.slots.lock().unwrap();
+        let mut out: Vec<TokenStatus> = slots
+            .iter()
+            .filter_map(|(path, slot)| {
+                let state = slot.state.lock().unwrap();
+                state.token.as_ref().map(|t| TokenStatus {
+                    path: path.clone(),
+                    expires_in: t.expires_in(&self.clock),
+                    refresh_in: state.next_refresh.saturating_duration_since(now).as_secs(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    async fn refresh(&self, path: &str, slot: &Slot) {
+        let Ok(_filling) = slot.fill.try_lock() else {
+            return;
+        };
+        match self.fetch(path).await {
+            Ok(token) => self.install(slot, path, token),
+            Err(e) => {
+                warn!("token refresh failed, keeping the current token: {e}");
+                slot.state.lock().unwrap().next_refresh = self.clock.now() + REPOLL;
+            }
+        }
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Token> {
+        let body = self.mds.get(path).await?;
+        Token::parse(path, &body, &self.clock)
+    }
+
+    fn install(&self, slot: &Slot, path: &str, token: Token) {
+        let now = self.clock.now();
+        let mut state = slot.state.lock().unwrap();
+        let same = state
+            .token
+            .as_ref()
+            .is_some_and(|t| t.access_token == token.access_token);
+        let planned = token
+            .expiry
+            .instant()
+            .checked_sub(self.margin)
+            .unwrap_or(now);
+        state.next_refresh = if same || planned <= now {
+            now + REPOLL
+        } else {
+            planned
+        };
+        if !same {
+            info!(
+                "{path}: new token, expires in {} s",
+                token.expires_in(&self.clock)
+            );
+        }
+        state.token = Some(token);
+    }
+
+    fn usable(&self, slot: &Slot) -> Option<Token> {
+        let state = slot.state.lock().unwrap();
+        state
+            .token
+            .clone()
+            .filter(|t| !t.expiry.is_expired(&*self.clock))
+    }
+
+    fn slot(&self, path: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap();
+        slots
+            .entry(path.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    fill: Default::default(),
+                    state: Mutex::new(State {
+                        token: None,
+                        next_refresh: self.clock.now(),
+                    }),
+                })
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::testing::FakeMds;
+
+    const PATH: &str = "instance/service-accounts/default/token";
+
+    fn answer(mds: &FakeMds, token: &str, expires_in: u64) {
+        let body = format!(
+            r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#
+        );
+        mds.set(PATH, &body);
+    }
+
+    fn setup() -> (Arc<ManualClock>, Arc<FakeMds>, Arc<Tokens<FakeMds>>) {
+        let clock = Arc::new(ManualClock::default());
+        let mds = Arc::new(FakeMds::default());
+        let tokens = Arc::new(Tokens::new(
+            mds.clone(),
+            clock.clone(),
+            Duration::from_secs(240),
+        ));
+        (clock, mds, tokens)
+    }
+
+    #[tokio::test]
+    async fn expires_in_is_rendered_at_read_time() {
+        let (clock, mds, tokens) = setup();
+        answer(&mds, "ya29.one", 3599);
+        let shared: SharedClock = clock.clone();
+        let token = tokens.get(PATH).await.unwrap();
+        assert_eq!(
+            token.render_json(&shared),
+            br#"{"access_token":"ya29.one","expires_in":3599,"token_type":"Bearer"}"#
+        );
+        clock.advance(Duration::from_secs(100));
+        let again = tokens.get(PATH).await.unwrap();
+        assert_eq!(again.expires_in(&shared), 3499);
+        assert_eq!(mds.requests(PATH), 1);
+    }
+
+    #[tokio::test]
+    async fn refreshed_in_the_background_before_expiry_and_repolled_when_unchanged() {
+        let (clock, mds, tokens) = setup();
+        answer(&mds, "ya29.one", 3600);
+        tokens.get(PATH).await.unwrap();
+        clock.advance(Duration::from_secs(3600 - 241));
+        tokens.refresh_due().await;
+        assert_eq!(mds.requests(PATH), 1, "refreshed before the margin");
+        clock.advance(Duration::from_secs(1));
+        // The MDS still hands out the same token: ask again in REPOLL, not in a loop.
+        answer(&mds, "ya29.one", 240);
+        tokens.refresh_due().await;
+        tokens.refresh_due().await;
+        assert_eq!(mds.requests(PATH), 2);
+        clock.advance(REPOLL);
+        answer(&mds, "ya29.two", 3599);
+        tokens.refresh_due().await;
+        assert_eq!(mds.requests(PATH), 3);
+        assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.two");
+        assert_eq!(
+            mds.requests(PATH),
+            3,
+            "readers are served the refreshed token from cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_never_served() {
+        let (clock, mds, tokens) = setup();
+        answer(&mds, "ya29.one", 300);
+        tokens.get(PATH).await.unwrap();
+        mds.set_down(true);
+        clock.advance(Duration::from_secs(299));
+        assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.one");
+        clock.advance(Duration::from_secs(1));
+        let err = tokens.get(PATH).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        mds.set_down(false);
+        answer(&mds, "ya29.two", 3599);
+        assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.two");
+    }
+
+    #[tokio::test]
+    async fn undecodable_token_json_is_refused_without_quoting_it() {
+        let (_, mds, tokens) = setup();
+        mds.set(
+            PATH,
+            r#"{"access_token":"ya29.secret","expires_in":"soon"}"#,
+        );
+        let err = tokens.get(PATH).await.unwrap_err();
+        assert!(matches!(err, Error::Misconfigured { .. }), "{err:?}");
+        assert!(!err.to_string().contains("ya29"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let clock: SharedClock = Arc::new(ManualClock::default());
+        let body = br#"{"access_token":"ya29.secret","expires_in":10,"token_type":"Bearer"}"#;
+        let token = Token::parse(PATH, body, &clock).unwrap();
+        assert!(!format!("{token:?}").contains("secret"));
+    }
+}
