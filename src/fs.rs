@@ -432,3 +432,7 @@ fn synthetic_ino(path: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(path) | (1 << 63)
 }
+
+#[cfg(test)]
+#[path = "fs_tests.rs"]
+mod tests;

@@ -1,0 +1,278 @@
+//! The core without FUSE: lookup/getattr/readdir/open/read against an in-memory MDS.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::testing::FakeMds;
+
+const TOKEN: &str = "instance/service-accounts/default/token";
+const TTL: Duration = Duration::from_secs(60);
+
+fn tree() -> FakeMds {
+    FakeMds::with_tree(&[
+        ("project/project-id", "my-project"),
+        (
+            "project/attributes/ssh-keys",
+            "alice:ssh-ed25519 AAAA alice",
+        ),
+        ("instance/attributes/startup-script", "#!/bin/sh\necho hi\n"),
+        ("instance/description", ""),
+        ("instance/service-accounts/default/email", "sa@example.com"),
+        ("instance/service-accounts/default/token", ""),
+    ])
+}
+
+struct Fixture {
+    clock: Arc<ManualClock>,
+    mds: Arc<FakeMds>,
+    core: Core<FakeMds>,
+}
+
+fn fixture(mds: FakeMds) -> Fixture {
+    let clock = Arc::new(ManualClock::default());
+    let mds = Arc::new(mds);
+    mds.set(
+        TOKEN,
+        r#"{"access_token":"ya29.fake","expires_in":3599,"token_type":"Bearer"}"#,
+    );
+    let config = FsConfig {
+        ttl: TTL,
+        negative_ttl: Duration::from_secs(5),
+        refresh_margin: Duration::from_secs(240),
+        max_entries: 100,
+        permissions: Permissions {
+            uid: 1,
+            gid: 2,
+            ..Default::default()
+        },
+    };
+    let core = Core::new(mds.clone(), config, clock.clone());
+    Fixture { clock, mds, core }
+}
+
+impl Fixture {
+    async fn walk(&self, path: &str) -> Result<Entry> {
+        let mut entry = self.core.getattr(ROOT).await?;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            entry = self.core.lookup(entry.attr.ino, OsStr::new(name)).await?;
+        }
+        Ok(entry)
+    }
+
+    async fn cat(&self, path: &str) -> Result<Vec<u8>> {
+        let entry = self.walk(path).await?;
+        let fh = self.core.open(entry.attr.ino, false).await?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.core.read(fh, out.len() as u64, 3)?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        self.core.release(fh);
+        Ok(out)
+    }
+
+    async fn ls(&self, path: &str) -> Result<Vec<String>> {
+        let entry = self.walk(path).await?;
+        let fh = self.core.opendir(entry.attr.ino).await?;
+        let names = self
+            .core
+            .readdir(fh, 0)?
+            .into_iter()
+            .map(|(_, e)| e.name)
+            .collect();
+        self.core.release(fh);
+        Ok(names)
+    }
+}
+
+#[tokio::test]
+async fn values_and_listings_mirror_the_mds() {
+    let f = fixture(tree());
+    assert_eq!(f.cat("project/project-id").await.unwrap(), b"my-project");
+    assert_eq!(
+        f.cat("instance/description").await.unwrap(),
+        b"",
+        "empty value, not an error"
+    );
+    assert_eq!(
+        f.ls("project").await.unwrap(),
+        [".", "..", "attributes", "project-id"]
+    );
+    assert_eq!(
+        f.ls("").await.unwrap(),
+        [".", "..", "instance", "project", "service-accounts"],
+        "the root adds the service-accounts symlink"
+    );
+    let account = f.ls("instance/service-accounts/default").await.unwrap();
+    assert_eq!(account, [".", "..", "access_token", "email", "token"]);
+    assert_eq!(
+        f.walk("instance").await.unwrap().attr.kind,
+        FileType::Directory
+    );
+    let link = f.walk("service-accounts").await.unwrap();
+    assert_eq!(link.attr.kind, FileType::Symlink);
+    assert_eq!(
+        f.core.readlink(link.attr.ino).unwrap(),
+        b"instance/service-accounts"
+    );
+}
+
+#[tokio::test]
+async fn stat_size_is_exactly_what_a_read_returns() {
+    let f = fixture(tree());
+    for path in [
+        "project/project-id",
+        "instance/attributes/startup-script",
+        TOKEN,
+    ] {
+        let size = f.walk(path).await.unwrap().attr.size;
+        assert_eq!(size as usize, f.cat(path).await.unwrap().len(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn missing_names_are_enoent_and_bad_names_never_reach_the_mds() {
+    let f = fixture(tree());
+    assert_eq!(f.walk("project/nope").await.unwrap_err(), Error::NotFound);
+    assert_eq!(f.walk("nope/deeper").await.unwrap_err(), Error::NotFound);
+    let before = f.mds.total_requests();
+    for bad in ["..", "a%2Fb", "x\u{1}y"] {
+        let err = f.core.lookup(ROOT, OsStr::new(bad)).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EINVAL, "{bad:?}");
+    }
+    assert_eq!(f.mds.total_requests(), before);
+}
+
+#[tokio::test]
+async fn warm_reads_cost_no_requests_until_the_ttl_passes() {
+    let f = fixture(tree());
+    f.cat("project/project-id").await.unwrap();
+    let cold = f.mds.total_requests();
+    for _ in 0..10 {
+        f.cat("project/project-id").await.unwrap();
+    }
+    assert_eq!(f.mds.total_requests(), cold);
+    f.clock.advance(TTL);
+    f.mds.set("project/project-id", "renamed");
+    assert_eq!(f.cat("project/project-id").await.unwrap(), b"renamed");
+}
+
+#[tokio::test]
+async fn kernel_ttls_never_outlive_the_cache() {
+    let f = fixture(tree());
+    let entry = f.walk("project/project-id").await.unwrap();
+    assert_eq!(entry.ttl, TTL);
+    f.clock.advance(Duration::from_secs(45));
+    let again = f.core.getattr(entry.attr.ino).await.unwrap();
+    assert_eq!(again.ttl, Duration::from_secs(15));
+    assert_eq!(
+        f.walk(TOKEN).await.unwrap().ttl,
+        Duration::ZERO,
+        "token sizes move"
+    );
+}
+
+#[tokio::test]
+async fn one_open_sees_one_value() {
+    let f = fixture(tree());
+    let entry = f.walk("project/project-id").await.unwrap();
+    let fh = f.core.open(entry.attr.ino, false).await.unwrap();
+    assert_eq!(&f.core.read(fh, 0, 2).unwrap()[..], b"my");
+    f.clock.advance(TTL);
+    f.mds.set("project/project-id", "other-value");
+    f.core.getattr(entry.attr.ino).await.unwrap();
+    assert_eq!(&f.core.read(fh, 2, 100).unwrap()[..], b"-project");
+    f.core.release(fh);
+    assert_eq!(f.core.read(fh, 0, 1).unwrap_err(), Error::Stale);
+}
+
+#[tokio::test]
+async fn token_files_render_expires_in_at_open_and_access_token_is_bare() {
+    let f = fixture(tree());
+    let first: serde_json::Value = serde_json::from_slice(&f.cat(TOKEN).await.unwrap()).unwrap();
+    assert_eq!(first["expires_in"], 3599);
+    assert_eq!(first["token_type"], "Bearer");
+    f.clock.advance(Duration::from_secs(99));
+    let later: serde_json::Value = serde_json::from_slice(&f.cat(TOKEN).await.unwrap()).unwrap();
+    assert_eq!(later["expires_in"], 3500);
+    let bare = f
+        .cat("instance/service-accounts/default/access_token")
+        .await
+        .unwrap();
+    assert_eq!(bare, b"ya29.fake");
+    assert_eq!(f.mds.requests(TOKEN), 1);
+}
+
+#[tokio::test]
+async fn secrets_are_owner_only() {
+    let f = fixture(tree());
+    let mode = |path: &'static str| async { f.walk(path).await.unwrap().attr.perm };
+    assert_eq!(mode(TOKEN).await, 0o400);
+    assert_eq!(
+        mode("instance/service-accounts/default/access_token").await,
+        0o400
+    );
+    assert_eq!(mode("instance/attributes/startup-script").await, 0o400);
+    assert_eq!(mode("project/project-id").await, 0o444);
+    assert_eq!(mode("project").await, 0o555);
+    let entry = f.walk("project/project-id").await.unwrap();
+    assert_eq!((entry.attr.uid, entry.attr.gid), (1, 2));
+}
+
+#[tokio::test]
+async fn an_outage_serves_cached_values_and_fails_cold_ones_with_eio() {
+    let f = fixture(tree());
+    f.cat("project/project-id").await.unwrap();
+    f.clock.advance(TTL);
+    f.mds.set_down(true);
+    assert_eq!(f.cat("project/project-id").await.unwrap(), b"my-project");
+    let cold = f.cat("instance/description").await.unwrap_err();
+    assert_eq!(cold.errno(), libc::EIO);
+    f.mds.set_down(false);
+    assert_eq!(f.cat("instance/description").await.unwrap(), b"");
+}
+
+#[tokio::test]
+async fn misconfigured_endpoints_and_oversized_values_are_never_served() {
+    let f = fixture(tree());
+    let wrong = Error::Misconfigured {
+        path: "project/project-id".into(),
+        reason: "x".into(),
+    };
+    f.mds.fail("project/project-id", wrong);
+    assert_eq!(
+        f.cat("project/project-id").await.unwrap_err().errno(),
+        libc::EIO
+    );
+    let big = Error::TooBig {
+        path: "instance/description".into(),
+        size: 10,
+        limit: 1,
+    };
+    f.mds.fail("instance/description", big);
+    assert_eq!(
+        f.cat("instance/description").await.unwrap_err().errno(),
+        libc::EFBIG
+    );
+}
+
+#[tokio::test]
+async fn writes_are_refused_and_forgotten_inodes_go_stale() {
+    let f = fixture(tree());
+    let entry = f.walk("project/project-id").await.unwrap();
+    assert_eq!(
+        f.core.open(entry.attr.ino, true).await.unwrap_err(),
+        Error::ReadOnly
+    );
+    f.core.forget(entry.attr.ino, 1);
+    assert_eq!(
+        f.core.getattr(entry.attr.ino).await.unwrap_err(),
+        Error::Stale
+    );
+}
