@@ -1,0 +1,358 @@
+//! Real FUSE mounts of the real daemon against the real emulator over loopback HTTP.
+
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{as_nobody, eventually, Emulator, Mount, DEADLINE};
+
+const TOKEN: &str = "instance/service-accounts/default/token";
+const ACCESS_TOKEN: &str = "instance/service-accounts/default/access_token";
+
+/// Files whose bytes this filesystem makes rather than mirrors.
+fn dynamic(name: &str) -> bool {
+    matches!(name, "token" | "access_token" | "identity")
+}
+
+fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
+    let mut names: Vec<String> = std::fs::read_dir(mount.path(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let (status, listing) = emu.get(&format!("{dir}/").trim_start_matches('/').to_string());
+    assert_eq!(status, 200, "listing {dir}/");
+    let mut expected: Vec<String> = String::from_utf8(listing)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect();
+    if dir.is_empty() {
+        expected.push("service-accounts".into());
+    }
+    if names.contains(&"access_token".to_string()) {
+        expected.push("access_token".into());
+    }
+    expected.sort();
+    assert_eq!(names, expected, "listing of /{dir}");
+    for name in names {
+        let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+        let meta = std::fs::symlink_metadata(mount.path(&path)).unwrap();
+        if meta.is_symlink() {
+            continue;
+        }
+        if meta.is_dir() {
+            walk(mount, emu, &path, files);
+        } else if !dynamic(&name) {
+            let (status, body) = emu.get(&path);
+            let read = mount.read(&path);
+            if status == 200 {
+                assert_eq!(read.unwrap(), body, "{path}");
+                assert_eq!(meta.len(), body.len() as u64, "stat size of {path}");
+                *files += 1;
+            } else {
+                assert!(read.is_err(), "{path}: the MDS says {status}, the mount served bytes");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_leaf_and_listing_of_the_builtin_fixture_matches_the_emulator() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    let mut files = 0;
+    walk(&mount, &emu, "", &mut files);
+    assert!(files > 30, "only {files} files compared");
+    let link = std::fs::read_link(mount.path("service-accounts")).unwrap();
+    assert_eq!(link, Path::new("instance/service-accounts"));
+    let email = mount.read("service-accounts/default/email").unwrap();
+    assert_eq!(email, emu.get("instance/service-accounts/default/email").1);
+}
+
+#[test]
+fn sizes_match_bytes_read_with_tiny_and_huge_buffers() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    for path in ["project/project-id", "instance/attributes/startup-script", "instance/id", TOKEN] {
+        let size = std::fs::metadata(mount.path(path)).unwrap().len() as usize;
+        let mut tiny = Vec::new();
+        let mut file = File::open(mount.path(path)).unwrap();
+        let mut byte = [0u8; 1];
+        while file.read(&mut byte).unwrap() == 1 {
+            tiny.push(byte[0]);
+        }
+        let mut huge = vec![0u8; 1 << 20];
+        let n = File::open(mount.path(path)).unwrap().read(&mut huge).unwrap();
+        assert_eq!(tiny.len(), size, "{path}: 1-byte reads vs stat");
+        assert_eq!(n, size, "{path}: one 1 MiB read vs stat");
+        if path != TOKEN {
+            assert_eq!(tiny, &huge[..n], "{path}");
+        }
+    }
+}
+
+#[test]
+fn token_expires_in_counts_down_between_opens_and_access_token_is_bare() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    let read_token = || -> serde_json::Value {
+        serde_json::from_slice(&mount.read(TOKEN).unwrap()).expect("token JSON")
+    };
+    let first = read_token();
+    assert_eq!(first["token_type"], "Bearer");
+    let first_left = first["expires_in"].as_u64().unwrap();
+    assert!(first_left > 3000, "{first}");
+    let later = eventually("expires_in to count down", DEADLINE, || {
+        let t = read_token();
+        (t["expires_in"].as_u64().unwrap() < first_left).then_some(t)
+    });
+    assert_eq!(later["access_token"], first["access_token"]);
+    let bare = String::from_utf8(mount.read(ACCESS_TOKEN).unwrap()).unwrap();
+    assert_eq!(bare, first["access_token"].as_str().unwrap());
+    assert_eq!(emu.tokeninfo(&bare)["expired"], false);
+    assert_eq!(emu.count(TOKEN), 1, "one fetch served every read");
+}
+
+#[test]
+fn a_token_close_to_expiry_is_replaced_before_it_expires() {
+    // The emulator hands out a new token once 6 s are left of 8; we refresh at 5 s left.
+    let emu = Emulator::start(&["--token-lifetime", "8", "--cache-window", "6"]);
+    let mount = Mount::start(&emu.addr, &["-o", "refresh_margin=5"]);
+    let first = String::from_utf8(mount.read(ACCESS_TOKEN).unwrap()).unwrap();
+    let second = eventually("a refreshed token", DEADLINE, || {
+        let now = String::from_utf8(mount.read(ACCESS_TOKEN).unwrap()).unwrap();
+        let info = emu.tokeninfo(&now);
+        assert_eq!(info["expired"], false, "the mount served an expired token");
+        (now != first).then_some(now)
+    });
+    assert_eq!(emu.tokeninfo(&first)["expired"], false, "replaced only after it expired");
+    assert_eq!(emu.tokeninfo(&second)["expired"], false);
+}
+
+#[test]
+fn concurrent_cold_readers_cause_one_token_request() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    // Warm the directories so only the token itself is cold.
+    std::fs::read_dir(mount.path("instance/service-accounts/default")).unwrap().for_each(drop);
+    emu.control("POST", "faults", r#"{"prefix":"/computeMetadata/v1/instance/service-accounts/default/token","latency_ms":300,"count":1}"#);
+    let path = mount.path(TOKEN);
+    let readers: Vec<_> = (0..32)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::read(path).unwrap())
+        })
+        .collect();
+    let tokens: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(tokens.iter().all(|t| t.starts_with(br#"{"access_token":"#)));
+    assert_eq!(emu.count(TOKEN), 1);
+}
+
+#[test]
+fn warm_reads_send_no_requests() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    mount.read("project/project-id").unwrap();
+    mount.read(TOKEN).unwrap();
+    let before = emu.total_count();
+    for _ in 0..200 {
+        mount.read("project/project-id").unwrap();
+        mount.read(TOKEN).unwrap();
+    }
+    assert_eq!(emu.total_count(), before);
+}
+
+#[test]
+fn an_mds_outage_fails_cold_reads_within_timeout_serves_cached_values_and_recovers() {
+    let mut emu = Emulator::start(&[]);
+    let addr = emu.addr.clone();
+    // ttl=0: every read asks the MDS, so the cached value is served only because of the outage.
+    let mount = Mount::start(&addr, &["-o", "ttl=0,timeout=2"]);
+    let project = mount.read("project/project-id").unwrap();
+    std::fs::read_dir(mount.path("instance")).unwrap().for_each(drop);
+    emu.stop();
+    assert_eq!(mount.read("project/project-id").unwrap(), project, "last good value");
+    let start = Instant::now();
+    let err = mount.read("instance/hostname").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let _back = eventually("the emulator to come back", DEADLINE, || {
+        std::panic::catch_unwind(|| Emulator::start_on(&addr, &[])).ok()
+    });
+    let hostname = eventually("reads to work again", DEADLINE, || mount.read("instance/hostname").ok());
+    assert!(!hostname.is_empty());
+}
+
+#[test]
+fn bursts_of_5xx_and_429_are_ridden_out() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    std::fs::read_dir(mount.path("instance")).unwrap().for_each(drop);
+    for status in [503, 500, 429] {
+        let path = format!("/computeMetadata/v1/instance/{}", if status == 429 { "zone" } else { "name" });
+        let fault = format!(r#"{{"prefix":"{path}","status":{status},"count":2}}"#);
+        emu.control("POST", "faults", &fault);
+        let file = path.trim_start_matches("/computeMetadata/v1/");
+        if file == "instance/name" && status == 500 {
+            continue; // already cached by the 503 round
+        }
+        let value = mount.read(file).unwrap();
+        assert_eq!(value, emu.get(file).1, "{file} after {status}s");
+    }
+}
+
+#[test]
+fn a_response_without_metadata_flavor_is_refused() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    std::fs::read_dir(mount.path("project")).unwrap().for_each(drop);
+    emu.control("POST", "faults", r#"{"prefix":"/computeMetadata/v1/project/project-id","no_flavor":true}"#);
+    let err = mount.read("project/project-id").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(mount.log_text().contains("Metadata-Flavor"), "logged as a misconfigured endpoint");
+}
+
+#[test]
+fn secrets_are_closed_to_other_users_who_can_still_read_the_rest() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &["-o", "allow_other"]);
+    let token = mount.path(TOKEN);
+    assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o400);
+    let (ok, stderr) = as_nobody("/bin/cat", &[&token]);
+    assert!(!ok && stderr.contains("Permission denied"), "{stderr}");
+    let (ok, stderr) = as_nobody("/bin/cat", &[&mount.path("project/project-id")]);
+    assert!(ok, "{stderr}");
+    let (ok, _) = as_nobody("/bin/cat", &[&mount.path("instance/attributes/startup-script")]);
+    assert!(!ok);
+}
+
+#[test]
+fn a_secret_group_may_read_secrets() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &["-o", "allow_other,secret_group=65534"]);
+    let token = mount.path(TOKEN);
+    let meta = std::fs::metadata(&token).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+    let (ok, stderr) = as_nobody("/bin/cat", &[&token]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    let emu = Emulator::start(&[]);
+    let mut mount = Mount::start(&emu.addr, &[]);
+    mount.read("project/project-id").unwrap();
+    let status = mount.signal(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+    assert!(!mount.is_mounted());
+}
+
+#[test]
+fn a_busy_mount_is_detached_on_sigterm() {
+    let emu = Emulator::start(&[]);
+    let mut mount = Mount::start(&emu.addr, &[]);
+    let busy = File::open(mount.path("project/project-id")).unwrap();
+    let status = mount.signal(libc::SIGINT);
+    assert!(status.success(), "{status}");
+    assert!(!mount.is_mounted());
+    drop(busy);
+}
+
+#[test]
+fn a_mountpoint_left_by_kill_9_is_reused() {
+    let emu = Emulator::start(&[]);
+    let mut first = Mount::start(&emu.addr, &[]);
+    first.signal(libc::SIGKILL);
+    let err = std::fs::metadata(&first.mountpoint).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+    let mut again = std::process::Command::new(env!("CARGO_BIN_EXE_metadatafs"))
+        .args(["-f", "--endpoint", &emu.addr])
+        .arg(&first.mountpoint)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let project = eventually("the new mount", DEADLINE, || first.read("project/project-id").ok());
+    assert_eq!(project, emu.get("project/project-id").1);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
+    assert!(again.wait().unwrap().success());
+}
+
+#[test]
+fn background_mode_returns_once_the_mount_is_live() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_metadatafs"))
+        .args(["--endpoint", &emu.addr])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    let guard = Unmount(dir.path().to_path_buf());
+    assert!(status.success());
+    // No polling: the mount must already answer.
+    let project = std::fs::read(dir.path().join("project/project-id")).unwrap();
+    assert_eq!(project, emu.get("project/project-id").1);
+    drop(guard);
+}
+
+#[test]
+fn background_mode_reports_a_failed_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_metadatafs"))
+        .args(["--emulate=/nonexistent/fixture.json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fixture"), "{stderr}");
+    assert!(!common::is_mounted(dir.path()));
+}
+
+#[test]
+fn the_mds_down_at_mount_time_still_mounts() {
+    let emu = Emulator::start(&[]);
+    let addr = emu.addr.clone();
+    drop(emu);
+    let mount = Mount::start(&addr, &["-o", "timeout=1"]);
+    let err = mount.read("project/project-id").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let emu = eventually("the emulator to come up", DEADLINE, || {
+        std::panic::catch_unwind(|| Emulator::start_on(&addr, &[])).ok()
+    });
+    let project = eventually("reads to work", DEADLINE, || mount.read("project/project-id").ok());
+    assert_eq!(project, emu.get("project/project-id").1);
+}
+
+#[test]
+fn a_trace_log_of_a_run_never_contains_token_bytes() {
+    let mut mount =
+        Mount::start_with(&["--emulate"], &[], &[("RUST_LOG", "trace")]);
+    let token = mount.read(ACCESS_TOKEN).unwrap();
+    let json = mount.read(TOKEN).unwrap();
+    assert!(json.windows(token.len()).any(|w| w == token));
+    mount.read("project/project-id").unwrap();
+    mount.signal(libc::SIGTERM);
+    let log = mount.log_text();
+    assert!(log.contains("project-id"), "trace logging was on: {log}");
+    let token = String::from_utf8(token).unwrap();
+    assert!(!log.contains(&token), "the token leaked into the log");
+    // Nor any prefix long enough to be useful.
+    assert!(!log.contains(&token[..token.len().min(24)]), "a token prefix leaked into the log");
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if common::is_mounted(&self.0) {
+            common::detach(&self.0);
+        }
+    }
+}
