@@ -1,1 +1,79 @@
-fn main() {}
+//! `metadatafs-emulator`: a local GCE metadata server for tests and for running GCE code off GCE.
+//!
+//! Prints the address it listens on as the first line of stdout (so `--listen 127.0.0.1:0` can be
+//! used by scripts), serves until SIGINT/SIGTERM, then exits 0. Bad usage exits 2, a bad fixture 1.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use metadatafs::emulator::{Emulator, EmulatorConfig};
+
+/// A faithful local emulator of the Google Compute Engine metadata server.
+#[derive(Debug, Parser)]
+#[command(name = "metadatafs-emulator", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed on the first line of stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Fixture: the JSON of `GET /computeMetadata/v1/?recursive=true&alt=json` from a real VM.
+    #[arg(long, value_name = "FILE.json")]
+    fixture: Option<PathBuf>,
+    /// Lifetime of a new access token, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    token_lifetime: u64,
+    /// A cached access token is returned again while more than this many seconds remain.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    cache_window: u64,
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("error: bad usage"));
+            std::process::exit(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let config = EmulatorConfig {
+        listen: args.listen,
+        fixture: args.fixture,
+        token_lifetime: Duration::from_secs(args.token_lifetime),
+        cache_window: Duration::from_secs(args.cache_window),
+    };
+    let emulator = match Emulator::start(config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("metadatafs-emulator: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{}", emulator.addr());
+    let _ = out.flush();
+    if let Err(e) = wait_for_signal() {
+        eprintln!("metadatafs-emulator: cannot wait for signals: {e}");
+    }
+    emulator.shutdown();
+}
+
+fn wait_for_signal() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,264 @@
+//! The request → response logic, without a socket (Firecracker's MMDS is the model).
+//!
+//! [`handle`] is the whole emulator for one request: request counters and injected faults
+//! (control.rs), then [`serve`], the MDS itself. A `wait_for_change` request whose value has not
+//! changed yields [`Action::Wait`]; the server then calls [`serve`] again after each change (and once
+//! more with `may_wait = false` at the deadline), so every rule stays here and is unit-tested.
+//!
+//! MDS rules applied here (metadata-api.md): `GET /` needs no header (§1.2, §2.1); every
+//! `/computeMetadata/v1/…` request needs `Metadata-Flavor: Google` and must not carry
+//! `X-Forwarded-For` (403, §2.1, §2.3); a directory without its slash is a 301 whose body is the path
+//! (§3.2); a slash after a leaf, unknown keys and bad indices are 404 (§3.5); `recursive` and `alt`
+//! (§3.3, §3.4); `wait_for_change`, `last_etag`, `timeout_sec` (§4).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hyper::Method;
+use tokio::sync::watch;
+
+use super::control::{self, Fault};
+use super::dynamic;
+use super::http::{error_page, error_text, not_found, Request, Response, JSON, TEXT};
+use super::tokens::{Millis, Tokens};
+use super::tree::{etag, Leaf, Node};
+
+/// Everything the emulator knows; the server keeps it behind one mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) tree: Node,
+    pub(crate) tokens: Tokens,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) counters: BTreeMap<String, u64>,
+    /// When the emulated instance was "created" (identity `instance_creation_timestamp`).
+    pub(crate) started: Millis,
+    changes: watch::Sender<u64>,
+}
+
+impl State {
+    pub(crate) fn new(tree: Node, lifetime: Duration, window: Duration, now: Millis) -> State {
+        State {
+            tree,
+            tokens: Tokens::new(lifetime, window),
+            faults: Vec::new(),
+            counters: BTreeMap::new(),
+            started: now,
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// Records that the tree changed: hanging `wait_for_change` requests re-check their ETag.
+    pub(crate) fn changed(&mut self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that wakes on the next change (subscribe *before* calling [`serve`]).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Action {
+    Respond(Response),
+    /// Hang until the tree changes or `timeout` passes, then `serve` again.
+    Wait {
+        timeout: Option<Duration>,
+    },
+    /// Close the connection without answering (an injected fault).
+    Drop,
+}
+
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) action: Action,
+    /// Injected latency before anything else happens.
+    pub(crate) delay: Duration,
+    /// Injected fault: remove `Metadata-Flavor` from the eventual response.
+    pub(crate) strip_flavor: bool,
+}
+
+impl Reply {
+    fn now(action: Action) -> Reply {
+        Reply {
+            action,
+            delay: Duration::ZERO,
+            strip_flavor: false,
+        }
+    }
+}
+
+/// One request, end to end (counters, faults, MDS).
+pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
+    if req.path == "/emulator" || req.path.starts_with("/emulator/") {
+        return Reply::now(Action::Respond(control::handle(st, req, now)));
+    }
+    *st.counters.entry(req.path.clone()).or_default() += 1;
+    let fault = control::take_fault(&mut st.faults, &req.path);
+    let action = match &fault {
+        Some(f) if f.drop => Action::Drop,
+        Some(f) if f.status.is_some() => {
+            let status = f.status.unwrap_or(503);
+            Action::Respond(error_page(status, "Injected by the emulator."))
+        }
+        _ => serve(st, req, now, true),
+    };
+    Reply {
+        action,
+        delay: fault.as_ref().map_or(Duration::ZERO, |f| f.latency),
+        strip_flavor: fault.is_some_and(|f| f.no_flavor),
+    }
+}
+
+/// The MDS. With `may_wait = false`, a `wait_for_change` request answers with the current value.
+pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) -> Action {
+    let path = req.path.as_str();
+    if req.header_value("x-forwarded-for").is_some() {
+        return Action::Respond(error_page(
+            403,
+            "Your client does not have permission to get URL <code>/</code> from this server. \
+             Requests with X-Forwarded-For are rejected.",
+        ));
+    }
+    let respond = |r| Action::Respond(r);
+    match path {
+        "/" => return respond(Response::mds(200, TEXT, "0.1/\ncomputeMetadata/\n")),
+        "/computeMetadata" => return respond(redirect("/computeMetadata/", req)),
+        "/computeMetadata/" => return respond(Response::mds(200, TEXT, "v1/\nv1beta1/\n")),
+        _ => {}
+    }
+    if path == "/0.1" || path.starts_with("/0.1/") || path.starts_with("/computeMetadata/v1beta1") {
+        return respond(error_text(
+            403,
+            "Legacy metadata endpoints are disabled. Please use the /v1/ endpoint.",
+        ));
+    }
+    let Some(rest) = path
+        .strip_prefix("/computeMetadata/v1")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        return respond(not_found(path));
+    };
+    if req.header_value("metadata-flavor") != Some("Google") {
+        return respond(error_page(
+            403,
+            &format!(
+                "Your client does not have permission to get URL <code>{}</code> from this \
+                 server. Missing Metadata-Flavor:Google header.",
+                super::http::escape(path)
+            ),
+        ));
+    }
+    if rest.is_empty() {
+        return respond(redirect("/computeMetadata/v1/", req));
+    }
+    let slash = rest.ends_with('/');
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(action) = dynamic::route(st, req, &segs, slash, now, may_wait) {
+        return action;
+    }
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return respond(error_page(
+            405,
+            "The request method is not allowed for this URL.",
+        ));
+    }
+    serve_tree(st, req, &segs, slash, may_wait)
+}
+
+fn serve_tree(st: &State, req: &Request, segs: &[&str], slash: bool, may_wait: bool) -> Action {
+    let Some(node) = st.tree.get(segs) else {
+        return Action::Respond(not_found(&req.path));
+    };
+    let recursive = req.flag("recursive");
+    let alt = req.param("alt");
+    let wait = req.flag("wait_for_change");
+    let hide = dynamic::hidden_guest_attributes(st);
+    let (body, content_type, tag) = match node {
+        Node::Leaf(_) if slash => return Action::Respond(not_found(&req.path)),
+        Node::Leaf(leaf) => {
+            let json = alt == Some("json") || (alt != Some("text") && segs.last() == Some(&"tags"));
+            let tag = etag("leaf", &leaf.json());
+            if json {
+                (leaf.json(), JSON, tag)
+            } else {
+                (leaf.text(), TEXT, tag)
+            }
+        }
+        _ if !slash => return Action::Respond(redirect(&format!("{}/", req.path), req)),
+        _ if !recursive => {
+            if alt.is_some() {
+                return Action::Respond(error_text(
+                    400,
+                    "alt is only supported for values and recursive requests",
+                ));
+            }
+            if wait {
+                return Action::Respond(error_text(
+                    400,
+                    "wait_for_change is not supported on a directory listing; use recursive=true",
+                ));
+            }
+            let extra: &[&str] = if is_account_dir(segs) {
+                &["token"]
+            } else {
+                &[]
+            };
+            let listing = node.listing(extra);
+            let tag = etag("listing", &listing);
+            (listing, TEXT, tag)
+        }
+        _ => {
+            let mut json = String::new();
+            node.json(hide, &mut json);
+            let tag = etag("recursive", &json);
+            if alt == Some("text") {
+                let mut text = String::new();
+                node.text_lines("", hide, &mut text);
+                (text, TEXT, tag)
+            } else {
+                (json, JSON, tag)
+            }
+        }
+    };
+    if wait && may_wait && req.param("last_etag").is_none_or(|t| t == tag) {
+        return match timeout(req) {
+            Ok(timeout) => Action::Wait { timeout },
+            Err(r) => Action::Respond(r),
+        };
+    }
+    Action::Respond(Response::mds(200, content_type, body).with("etag", tag))
+}
+
+/// `timeout_sec` is an integer number of seconds (§4).
+pub(crate) fn timeout(req: &Request) -> Result<Option<Duration>, Response> {
+    match req.param("timeout_sec") {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(|s| Some(Duration::from_secs(s)))
+            .map_err(|_| error_text(400, "timeout_sec must be a non-negative integer")),
+    }
+}
+
+fn is_account_dir(segs: &[&str]) -> bool {
+    segs.len() == 3 && segs[0] == "instance" && segs[1] == "service-accounts"
+}
+
+/// 301 to `target`, body = the path (§3.2); `Location` is absolute, built from `Host`.
+pub(crate) fn redirect(target: &str, req: &Request) -> Response {
+    let host = req
+        .header_value("host")
+        .unwrap_or("metadata.google.internal");
+    Response::mds(301, "text/html", format!("{target}\n"))
+        .with("location", format!("http://{host}{target}"))
+}
+
+/// The leaf text at `segs`, if any.
+pub(crate) fn text_at(st: &State, segs: &[&str]) -> Option<String> {
+    match st.tree.get(segs)? {
+        Node::Leaf(Leaf::List(items)) => Some(items.join("\n")),
+        Node::Leaf(l) => Some(l.text()),
+        _ => None,
+    }
+}
