@@ -8,7 +8,7 @@
 //! - A mountpoint left by a killed daemon ("Transport endpoint is not connected") is detached
 //!   first and reused.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -38,8 +38,8 @@ pub fn run(config: Config) -> Result<()> {
     if !config.foreground {
         return spawn_background();
     }
-    let ready_pipe = take_ready_pipe();
-    let result = serve(&config, ready_pipe.as_ref());
+    let mut ready_pipe = take_ready_pipe();
+    let result = serve(&config, &mut ready_pipe);
     if let (Err(e), Some(pipe)) = (&result, ready_pipe) {
         report(&pipe, &format!("error: {e:#}"));
     }
@@ -80,9 +80,10 @@ fn spawn_background() -> Result<()> {
     }
     let mut child = command.spawn().context("starting the daemon")?;
     drop(write_end);
+    // One line, not to EOF: the daemon keeps running after it has spoken.
     let mut message = String::new();
-    std::fs::File::from(read_end)
-        .read_to_string(&mut message)
+    BufReader::new(std::fs::File::from(read_end))
+        .read_line(&mut message)
         .ok();
     match message.trim_end() {
         "ok" => Ok(()),
@@ -112,7 +113,7 @@ enum Event {
     Ended(std::io::Result<()>),
 }
 
-fn serve(config: &Config, ready_pipe: Option<&OwnedFd>) -> Result<()> {
+fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("metadatafs-io")
@@ -157,8 +158,8 @@ fn serve(config: &Config, ready_pipe: Option<&OwnedFd>) -> Result<()> {
     runtime.spawn(forward_signals(events));
 
     wait_until_live(&config.mountpoint)?;
-    if let Some(pipe) = ready_pipe {
-        report(pipe, "ok");
+    if let Some(pipe) = ready_pipe.take() {
+        report(&pipe, "ok");
     }
     sd_notify("READY=1");
     info!("mounted {endpoint} on {}", config.mountpoint.display());
@@ -264,9 +265,11 @@ async fn forward_signals(events: mpsc::Sender<Event>) {
     let _ = events.send(Event::Signal(name));
 }
 
-/// Detach a mount left dead by a killed daemon, so it can be mounted again.
+/// Detach a mount left dead by a killed daemon, so it can be mounted again. `stat` can be
+/// answered from the kernel's attribute cache even on a dead mount; opening the directory
+/// cannot, so that is the probe.
 fn prepare_mountpoint(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
+    match std::fs::read_dir(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             warn!(
                 "{}: dead mount left by an earlier daemon; detaching it",

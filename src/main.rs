@@ -10,7 +10,8 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => e.exit(),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser=error"))
+        .init();
     match metadatafs::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
