@@ -114,11 +114,7 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
 pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) -> Action {
     let path = req.path.as_str();
     if req.header_value("x-forwarded-for").is_some() {
-        return Action::Respond(error_page(
-            403,
-            "Your client does not have permission to get URL <code>/</code> from this server. \
-             Requests with X-Forwarded-For are rejected.",
-        ));
+        return Action::Respond(forbidden(path, "Request had an X-Forwarded-For header."));
     }
     let respond = |r| Action::Respond(r);
     match path {
@@ -140,14 +136,7 @@ pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) 
         return respond(not_found(path));
     };
     if req.header_value("metadata-flavor") != Some("Google") {
-        return respond(error_page(
-            403,
-            &format!(
-                "Your client does not have permission to get URL <code>{}</code> from this \
-                 server. Missing Metadata-Flavor:Google header.",
-                super::http::escape(path)
-            ),
-        ));
+        return respond(forbidden(path, "Missing Metadata-Flavor:Google header."));
     }
     if rest.is_empty() {
         return respond(redirect("/computeMetadata/v1/", req));
@@ -239,6 +228,18 @@ pub(crate) fn timeout(req: &Request) -> Result<Option<Duration>, Response> {
             .map(|s| Some(Duration::from_secs(s)))
             .map_err(|_| error_text(400, "timeout_sec must be a non-negative integer")),
     }
+}
+
+/// The 403 the MDS front end gives a request that fails its security checks (§2.1, §2.3).
+fn forbidden(path: &str, why: &str) -> Response {
+    let path = super::http::escape(path);
+    error_page(
+        403,
+        &format!(
+            "Your client does not have permission to get URL <code>{path}</code> from this \
+             server. {why}"
+        ),
+    )
 }
 
 fn is_account_dir(segs: &[&str]) -> bool {
