@@ -97,6 +97,20 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
     let fault = control::take_fault(&mut st.faults, &req.path);
     let action = match &fault {
         Some(f) if f.drop => Action::Drop,
+        Some(Fault {
+            body: Some(body),
+            status,
+            ..
+        }) => {
+            // The normal response (never hanging), with its body (and status) replaced.
+            let mut r = match serve(st, req, now, false) {
+                Action::Respond(r) => r,
+                _ => Response::mds(200, TEXT, ""),
+            };
+            r.body = body.clone().into_bytes();
+            r.status = status.unwrap_or(r.status);
+            Action::Respond(r)
+        }
         Some(f) if f.status.is_some() => {
             let status = f.status.unwrap_or(503);
             Action::Respond(error_page(status, "Injected by the emulator."))

@@ -341,13 +341,29 @@ fn faults_and_counters_on_the_handler() {
         let reply = handle(&mut st, &md("/project/project-id"), T0);
         assert!(reply.strip_flavor, "no_flavor lasts until cleared");
     }
+    let token = "/computeMetadata/v1/instance/service-accounts/default/token";
+    let rule = format!(r#"{{"prefix":"{token}","body":"{{not json","count":1}}"#);
+    assert_eq!(post(&mut st, &rule), 200);
+    let r = respond(
+        &mut st,
+        &Request::get(token).header("Metadata-Flavor", "Google"),
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "{not json"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let rule = format!(r#"{{"prefix":"{token}","body":"x","status":500,"count":1}}"#);
+    assert_eq!(post(&mut st, &rule), 200);
+    let r = respond(
+        &mut st,
+        &Request::get(token).header("Metadata-Flavor", "Google"),
+    );
+    assert_eq!((r.status, r.text().as_str()), (500, "x"));
     let clear = Request::new(Method::DELETE, "/emulator/faults");
     assert_eq!(respond(&mut st, &clear).status, 200);
     assert!(!handle(&mut st, &md("/project/project-id"), T0).strip_flavor);
     let counters = respond(&mut st, &Request::get("/emulator/counters")).text();
     assert_eq!(
         counters,
-        r#"{"/computeMetadata/v1/instance/name":4,"/computeMetadata/v1/project/project-id":3}"#
+        r#"{"/computeMetadata/v1/instance/name":4,"/computeMetadata/v1/instance/service-accounts/default/token":2,"/computeMetadata/v1/project/project-id":3}"#
     );
     respond(&mut st, &Request::new(Method::DELETE, "/emulator/counters"));
     assert_eq!(
