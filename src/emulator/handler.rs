@@ -157,7 +157,7 @@ pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) 
     }
     let slash = rest.ends_with('/');
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(action) = dynamic::route(st, req, &segs, slash, now, may_wait) {
+    if let Some(action) = dynamic::route(st, req, &segs, slash, now) {
         return action;
     }
     if req.method != Method::GET && req.method != Method::HEAD {
@@ -180,7 +180,8 @@ fn serve_tree(st: &State, req: &Request, segs: &[&str], slash: bool, may_wait: b
     let (body, content_type, tag) = match node {
         Node::Leaf(_) if slash => return Action::Respond(not_found(&req.path)),
         Node::Leaf(leaf) => {
-            let json = alt == Some("json") || (alt != Some("text") && segs.last() == Some(&"tags"));
+            // `instance/tags` is the one value whose default format is JSON (§3.4).
+            let json = alt == Some("json") || (alt != Some("text") && segs == ["instance", "tags"]);
             let tag = etag("leaf", &leaf.json());
             if json {
                 (leaf.json(), JSON, tag)

@@ -64,6 +64,8 @@ fn table() {
         (md("/instance/network-interfaces/0/dns-servers"), 200, "169.254.169.254\n"),
         (md("/instance/tags"), 200, "[\"http-server\",\"ssh\"]"),
         (md("/instance/tags?alt=text"), 200, "http-server\nssh\n"),
+        (md("/instance/attributes/team"), 200, "metadatafs"),
+        (md("/instance/service-accounts/default/scopes?alt=json"), 200, "[\"https://www.googleapis.com/auth/devstorage.read_only\",…"),
         (md("/instance/cpu-platform?alt=json"), 200, "\"Intel Broadwell\""),
         (md("/instance/id?alt=json"), 200, "5737554347302044216"),
         (md("/project//project-id"), 200, "emulated-project"),
