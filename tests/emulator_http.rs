@@ -590,6 +590,36 @@ fn sigterm_stops_cleanly() {
 }
 
 #[test]
+fn trace_logs_never_contain_token_bytes() {
+    use std::io::Read;
+    let mut emu = Emu::start_with_env(&[], &[("RUST_LOG", "trace")]);
+    let access = token(&emu, "");
+    let access = access["access_token"].as_str().unwrap().to_string();
+    let info = emu.control(
+        "GET",
+        &format!("/emulator/tokeninfo?access_token={access}"),
+        "",
+    );
+    assert_eq!(info.status, 200);
+    let id = emu.md(&format!("{SA}/identity?audience=x")).text();
+    let pid = emu.child.id() as libc::pid_t;
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    emu.wait_exit(Duration::from_secs(10));
+    let mut log = String::new();
+    emu.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("/token -> 200"), "trace logging is on: {log}");
+    for secret in [access.as_str(), id.as_str(), "ya29.", "eyJ"] {
+        assert!(!log.contains(secret), "log leaks {secret}");
+    }
+}
+
+#[test]
 fn library_starts_with_and_without_a_runtime() {
     use metadatafs::emulator::{Emulator, EmulatorConfig};
     let emu = Emulator::start(EmulatorConfig::default()).unwrap();

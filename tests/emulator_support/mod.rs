@@ -18,9 +18,14 @@ pub struct Emu {
 
 impl Emu {
     pub fn start(args: &[&str]) -> Emu {
+        Emu::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Emu {
         let mut child = Command::new(env!("CARGO_BIN_EXE_metadatafs-emulator"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
