@@ -6,8 +6,7 @@ use std::time::Duration;
 use hyper::Method;
 
 use super::handler::{handle, serve, Action, State};
-use super::http::Request;
-use super::http::Response;
+use super::http::{Request, Response};
 use super::tests::{md, respond, state, T0};
 
 fn put(st: &mut State, path: &str, value: &str) -> Response {
