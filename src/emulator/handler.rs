@@ -111,10 +111,10 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
             r.status = status.unwrap_or(r.status);
             Action::Respond(r)
         }
-        Some(f) if f.status.is_some() => {
-            let status = f.status.unwrap_or(503);
-            Action::Respond(error_page(status, "Injected by the emulator."))
-        }
+        Some(Fault {
+            status: Some(status),
+            ..
+        }) => Action::Respond(error_page(*status, "Injected by the emulator.")),
         _ => serve(st, req, now, true),
     };
     Reply {
