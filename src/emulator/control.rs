@@ -24,6 +24,8 @@ pub(crate) struct Fault {
     pub(crate) latency: Duration,
     pub(crate) drop: bool,
     pub(crate) no_flavor: bool,
+    /// Replaces the body of the normal response (e.g. undecodable token JSON).
+    pub(crate) body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +37,7 @@ struct FaultSpec {
     latency_ms: Option<u64>,
     drop: Option<bool>,
     no_flavor: Option<bool>,
+    body: Option<String>,
 }
 
 /// The fault that applies to a request for `path`, consuming one use of it.
@@ -79,6 +82,7 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Response {
                     latency: Duration::from_millis(spec.latency_ms.unwrap_or(0)),
                     drop: spec.drop.unwrap_or(false),
                     no_flavor: spec.no_flavor.unwrap_or(false),
+                    body: spec.body,
                 });
                 ok(json!({ "faults": st.faults.len() }))
             }
@@ -95,7 +99,7 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Response {
                 .map(|f| {
                     json!({"prefix": f.prefix, "status": f.status, "count": f.remaining,
                            "latency_ms": f.latency.as_millis() as u64, "drop": f.drop,
-                           "no_flavor": f.no_flavor})
+                           "no_flavor": f.no_flavor, "body": f.body})
                 })
                 .collect();
             ok(json!(list))

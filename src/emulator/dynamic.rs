@@ -25,7 +25,6 @@ pub(crate) fn route(
     segs: &[&str],
     slash: bool,
     now: Millis,
-    _may_wait: bool,
 ) -> Option<Action> {
     match segs {
         ["instance", "guest-attributes", rest @ ..] => {

@@ -97,10 +97,24 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
     let fault = control::take_fault(&mut st.faults, &req.path);
     let action = match &fault {
         Some(f) if f.drop => Action::Drop,
-        Some(f) if f.status.is_some() => {
-            let status = f.status.unwrap_or(503);
-            Action::Respond(error_page(status, "Injected by the emulator."))
+        Some(Fault {
+            body: Some(body),
+            status,
+            ..
+        }) => {
+            // The normal response (never hanging), with its body (and status) replaced.
+            let mut r = match serve(st, req, now, false) {
+                Action::Respond(r) => r,
+                _ => Response::mds(200, TEXT, ""),
+            };
+            r.body = body.clone().into_bytes();
+            r.status = status.unwrap_or(r.status);
+            Action::Respond(r)
         }
+        Some(Fault {
+            status: Some(status),
+            ..
+        }) => Action::Respond(error_page(*status, "Injected by the emulator.")),
         _ => serve(st, req, now, true),
     };
     Reply {
@@ -114,11 +128,7 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
 pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) -> Action {
     let path = req.path.as_str();
     if req.header_value("x-forwarded-for").is_some() {
-        return Action::Respond(error_page(
-            403,
-            "Your client does not have permission to get URL <code>/</code> from this server. \
-             Requests with X-Forwarded-For are rejected.",
-        ));
+        return Action::Respond(forbidden(path, "Request had an X-Forwarded-For header."));
     }
     let respond = |r| Action::Respond(r);
     match path {
@@ -140,21 +150,14 @@ pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) 
         return respond(not_found(path));
     };
     if req.header_value("metadata-flavor") != Some("Google") {
-        return respond(error_page(
-            403,
-            &format!(
-                "Your client does not have permission to get URL <code>{}</code> from this \
-                 server. Missing Metadata-Flavor:Google header.",
-                super::http::escape(path)
-            ),
-        ));
+        return respond(forbidden(path, "Missing Metadata-Flavor:Google header."));
     }
     if rest.is_empty() {
         return respond(redirect("/computeMetadata/v1/", req));
     }
     let slash = rest.ends_with('/');
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(action) = dynamic::route(st, req, &segs, slash, now, may_wait) {
+    if let Some(action) = dynamic::route(st, req, &segs, slash, now) {
         return action;
     }
     if req.method != Method::GET && req.method != Method::HEAD {
@@ -177,7 +180,8 @@ fn serve_tree(st: &State, req: &Request, segs: &[&str], slash: bool, may_wait: b
     let (body, content_type, tag) = match node {
         Node::Leaf(_) if slash => return Action::Respond(not_found(&req.path)),
         Node::Leaf(leaf) => {
-            let json = alt == Some("json") || (alt != Some("text") && segs.last() == Some(&"tags"));
+            // `instance/tags` is the one value whose default format is JSON (§3.4).
+            let json = alt == Some("json") || (alt != Some("text") && segs == ["instance", "tags"]);
             let tag = etag("leaf", &leaf.json());
             if json {
                 (leaf.json(), JSON, tag)
@@ -239,6 +243,18 @@ pub(crate) fn timeout(req: &Request) -> Result<Option<Duration>, Response> {
             .map(|s| Some(Duration::from_secs(s)))
             .map_err(|_| error_text(400, "timeout_sec must be a non-negative integer")),
     }
+}
+
+/// The 403 the MDS front end gives a request that fails its security checks (§2.1, §2.3).
+fn forbidden(path: &str, why: &str) -> Response {
+    let path = super::http::escape(path);
+    error_page(
+        403,
+        &format!(
+            "Your client does not have permission to get URL <code>{path}</code> from this \
+             server. {why}"
+        ),
+    )
 }
 
 fn is_account_dir(segs: &[&str]) -> bool {

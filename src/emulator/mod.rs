@@ -25,6 +25,8 @@ mod tokens;
 mod tree;
 
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

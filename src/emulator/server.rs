@@ -60,7 +60,11 @@ pub(crate) async fn run(
                     let state = state.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| respond(state.clone(), req));
-                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                        // Title-Case names, like the real MDS (`Metadata-Flavor: Google`), for
+                        // scripts that grep `curl -i` output.
+                        let conn = http1::Builder::new()
+                            .title_case_headers(true)
+                            .serve_connection(TokioIo::new(stream), service);
                         if let Err(e) = conn.await {
                             log::debug!("emulator: connection ended: {e}");
                         }

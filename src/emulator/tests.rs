@@ -8,10 +8,10 @@ use super::fixture::{parse, BUILTIN};
 use super::handler::{handle, Action, State};
 use super::http::{Request, Response};
 
-const T0: u64 = 1_800_000_000_000;
+pub(super) const T0: u64 = 1_800_000_000_000;
 const V1: &str = "/computeMetadata/v1";
 
-fn state() -> State {
+pub(super) fn state() -> State {
     let tree = parse(BUILTIN, "built-in").unwrap();
     State::new(
         tree,
@@ -21,11 +21,11 @@ fn state() -> State {
     )
 }
 
-fn md(target: &str) -> Request {
+pub(super) fn md(target: &str) -> Request {
     Request::get(&format!("{V1}{target}")).header("Metadata-Flavor", "Google")
 }
 
-fn respond(st: &mut State, req: &Request) -> Response {
+pub(super) fn respond(st: &mut State, req: &Request) -> Response {
     match handle(st, req, T0).action {
         Action::Respond(r) => r,
         other => panic!(
@@ -64,6 +64,8 @@ fn table() {
         (md("/instance/network-interfaces/0/dns-servers"), 200, "169.254.169.254\n"),
         (md("/instance/tags"), 200, "[\"http-server\",\"ssh\"]"),
         (md("/instance/tags?alt=text"), 200, "http-server\nssh\n"),
+        (md("/instance/attributes/team"), 200, "metadatafs"),
+        (md("/instance/service-accounts/default/scopes?alt=json"), 200, "[\"https://www.googleapis.com/auth/devstorage.read_only\",…"),
         (md("/instance/cpu-platform?alt=json"), 200, "\"Intel Broadwell\""),
         (md("/instance/id?alt=json"), 200, "5737554347302044216"),
         (md("/project//project-id"), 200, "emulated-project"),
