@@ -24,7 +24,7 @@ fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    let (status, listing) = emu.get(&format!("{dir}/").trim_start_matches('/').to_string());
+    let (status, listing) = emu.get(format!("{dir}/").trim_start_matches('/'));
     assert_eq!(status, 200, "listing {dir}/");
     let mut expected: Vec<String> = String::from_utf8(listing)
         .unwrap()
@@ -336,7 +336,10 @@ fn a_mountpoint_left_by_kill_9_is_reused() {
     assert_eq!(project, emu.get("project/project-id").1);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let here = first.mountpoint.to_string_lossy().into_owned();
-    let stacked = mounts.lines().filter(|l| l.split_whitespace().nth(1) == Some(&here)).count();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(&here))
+        .count();
     assert_eq!(stacked, 1, "the dead mount was detached, not mounted over");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
