@@ -209,7 +209,9 @@ fn fuser_config(config: &Config) -> fuser::Config {
     use fuser::MountOption::*;
     let mut options = vec![
         FSName(config.source.clone()),
-        Subtype("metadatafs".into()),
+        // fuser's direct mount drops `Subtype`; the kernel takes it as a mount option, and
+        // then shows the type as `fuse.metadatafs`, as fstab and systemd units name it.
+        CUSTOM("subtype=metadatafs".into()),
         DefaultPermissions,
         NoSuid,
         NoDev,

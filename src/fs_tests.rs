@@ -276,3 +276,36 @@ async fn writes_are_refused_and_forgotten_inodes_go_stale() {
         Error::Stale
     );
 }
+
+#[tokio::test]
+async fn a_404_is_remembered_briefly() {
+    let f = fixture(tree());
+    // Listed, but gone by the time it is fetched.
+    f.mds.fail("project/project-id", Error::NotFound);
+    assert_eq!(
+        f.walk("project/project-id").await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        f.walk("project/project-id").await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(f.mds.requests("project/project-id"), 1);
+    f.clock.advance(Duration::from_secs(5));
+    f.mds.set("project/project-id", "back");
+    assert_eq!(f.cat("project/project-id").await.unwrap(), b"back");
+}
+
+#[tokio::test]
+async fn names_missing_from_a_fresh_listing_cost_no_request() {
+    let f = fixture(tree());
+    f.ls("project").await.unwrap();
+    let before = f.mds.total_requests();
+    for _ in 0..10 {
+        assert_eq!(
+            f.walk("project/no-such-key").await.unwrap_err(),
+            Error::NotFound
+        );
+    }
+    assert_eq!(f.mds.total_requests(), before);
+}

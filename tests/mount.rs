@@ -422,3 +422,55 @@ impl Drop for Unmount {
         }
     }
 }
+
+#[test]
+fn a_slow_mds_request_does_not_stall_reads_answered_from_cache() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    let warm = mount.read("instance/id").unwrap();
+    std::fs::read_dir(mount.path("project"))
+        .unwrap()
+        .for_each(drop);
+    emu.control(
+        "POST",
+        "faults",
+        r#"{"prefix":"/computeMetadata/v1/project/project-id","latency_ms":3000}"#,
+    );
+    let slow_path = mount.path("project/project-id");
+    let slow = std::thread::spawn(move || std::fs::read(slow_path).unwrap());
+    eventually("the slow request to reach the MDS", DEADLINE, || {
+        (emu.count("project/project-id") > 0).then_some(())
+    });
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(mount.read("instance/id").unwrap(), warm);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "warm reads waited {:?}",
+        start.elapsed()
+    );
+    assert!(!slow.is_finished(), "the slow read should still be waiting");
+    assert_eq!(slow.join().unwrap(), emu.get("project/project-id").1);
+}
+
+#[test]
+fn the_mount8_form_takes_the_endpoint_as_source_and_options_after_the_mountpoint() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start_with(&[&emu.addr], &["-o", "rw,nosuid,nodev,_netdev,ttl=30"], &[]);
+    assert_eq!(
+        mount.read("project/project-id").unwrap(),
+        emu.get("project/project-id").1
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let here = mount.mountpoint.to_string_lossy().into_owned();
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&here))
+        .unwrap();
+    assert!(
+        line.starts_with(&format!("{} ", emu.addr)),
+        "source shown in mounts: {line}"
+    );
+    assert!(line.contains("fuse.metadatafs"), "{line}");
+}
