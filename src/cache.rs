@@ -4,7 +4,8 @@
 //! - At most `capacity` keys; each key holds at most one value, so memory is bounded by
 //!   `capacity × max_value` (the MDS client refuses larger bodies).
 //! - Concurrent readers of a missing or expired key cause one fetch: they queue on the key's
-//!   fill lock and the first one's result serves the rest.
+//!   fill lock and the first one's result serves the rest, failures included (so a hundred
+//!   readers during an outage wait out one `timeout`, not a hundred in a row).
 //! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
 //!   value if there is one, which is then held for a short grace period so an outage does not
 //!   make every read wait out the timeout. Permanent failures are never papered over.
@@ -20,7 +21,7 @@ use log::warn;
 use lru::LruCache;
 
 use crate::clock::{Expiry, SharedClock};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The longest a stale value is served after a failed refresh before the MDS is asked again.
 const STALE_GRACE: Duration = Duration::from_secs(5);
@@ -28,6 +29,58 @@ const STALE_GRACE: Duration = Duration::from_secs(5);
 /// How many bytes a cached value holds, for the status counters.
 pub trait Weight {
     fn weight(&self) -> usize;
+}
+
+/// One fetch at a time per key, and its failure shared with those who waited for it.
+#[derive(Debug, Default)]
+pub(crate) struct Flight {
+    /// Held while fetching; holds the last fetch's failure.
+    lock: tokio::sync::Mutex<Option<Error>>,
+    /// Fetches finished, so a waiter can tell whether one ended while it waited.
+    finished: AtomicU64,
+}
+
+/// A turn to fetch. [`Turn::shared_failure`] tells whether the fetch that ended while we
+/// waited failed; [`Turn::finish`] records how ours ended.
+pub(crate) struct Turn<'a> {
+    flight: &'a Flight,
+    guard: tokio::sync::MutexGuard<'a, Option<Error>>,
+    seen: u64,
+}
+
+impl Flight {
+    pub(crate) async fn turn(&self) -> Turn<'_> {
+        let seen = self.finished.load(Ordering::SeqCst);
+        let guard = self.lock.lock().await;
+        Turn {
+            flight: self,
+            guard,
+            seen,
+        }
+    }
+
+    /// A turn if nobody is fetching now.
+    pub(crate) fn try_turn(&self) -> Option<Turn<'_>> {
+        let seen = self.finished.load(Ordering::SeqCst);
+        let guard = self.lock.try_lock().ok()?;
+        Some(Turn {
+            flight: self,
+            guard,
+            seen,
+        })
+    }
+}
+
+impl Turn<'_> {
+    pub(crate) fn shared_failure(&self) -> Option<Error> {
+        let waited_on_one = self.flight.finished.load(Ordering::SeqCst) != self.seen;
+        self.guard.clone().filter(|_| waited_on_one)
+    }
+
+    pub(crate) fn finish<T>(mut self, result: &Result<T>) {
+        *self.guard = result.as_ref().err().cloned();
+        self.flight.finished.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +91,7 @@ pub struct Entry<V> {
 
 #[derive(Debug)]
 struct Slot<V> {
-    fill: tokio::sync::Mutex<()>,
+    fill: Flight,
     entry: Mutex<Option<Entry<V>>>,
 }
 
@@ -77,12 +130,15 @@ impl<V: Clone + Weight> Cache<V> {
         if let Some(entry) = self.fresh(&slot) {
             return Ok(entry);
         }
-        let _filling = slot.fill.lock().await;
+        let turn = slot.fill.turn().await;
         if let Some(entry) = self.fresh(&slot) {
             return Ok(entry);
         }
+        if let Some(err) = turn.shared_failure() {
+            return Err(err);
+        }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        match fetch().await {
+        let result = match fetch().await {
             Ok((value, ttl)) => {
                 let entry = Entry {
                     value,
@@ -91,18 +147,23 @@ impl<V: Clone + Weight> Cache<V> {
                 self.store(&slot, Some(entry.clone()));
                 Ok(entry)
             }
-            Err(err) if err.is_transient() => {
-                let stale = slot.entry.lock().unwrap().clone();
-                let Some(mut entry) = stale else {
-                    return Err(err);
-                };
-                warn!("serving the last good value of {key}: {err}");
-                entry.expiry = Expiry::from_now(&*self.clock, STALE_GRACE);
-                self.store(&slot, Some(entry.clone()));
-                Ok(entry)
-            }
+            Err(err) if err.is_transient() => self.stale(key, &slot, err),
             Err(err) => Err(err),
-        }
+        };
+        turn.finish(&result);
+        result
+    }
+
+    /// The last good value after a transient failure, held for [`STALE_GRACE`].
+    fn stale(&self, key: &str, slot: &Slot<V>, err: Error) -> Result<Entry<V>> {
+        let stale = slot.entry.lock().unwrap().clone();
+        let Some(mut entry) = stale else {
+            return Err(err);
+        };
+        warn!("serving the last good value of {key}: {err}");
+        entry.expiry = Expiry::from_now(&*self.clock, STALE_GRACE);
+        self.store(slot, Some(entry.clone()));
+        Ok(entry)
     }
 
     /// Drop `key` so the next read fetches it again.
@@ -127,7 +188,7 @@ impl<V: Clone + Weight> Cache<V> {
             return slot.clone();
         }
         let slot = Arc::new(Slot {
-            fill: Default::default(),
+            fill: Flight::default(),
             entry: Mutex::new(None),
         });
         if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
@@ -162,7 +223,6 @@ impl<V: Clone + Weight> Cache<V> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::error::Error;
 
     impl Weight for u32 {
         fn weight(&self) -> usize {
@@ -256,6 +316,45 @@ mod tests {
             assert_eq!(reader.await.unwrap(), 7);
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn readers_queued_behind_a_failed_fetch_share_its_failure() {
+        let (_, cache) = cache(10);
+        let cache = Arc::new(cache);
+        let fetches = Arc::new(AtomicU64::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, fetches, mut gate) = (cache.clone(), fetches.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let fetch = || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        gate.wait_for(|open| *open).await.unwrap();
+                        Err::<(u32, Duration), _>(down())
+                    };
+                    cache.get("k", fetch).await.unwrap_err()
+                })
+            })
+            .collect();
+        // Let every reader start and queue behind the first one's fetch.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), down());
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // A reader arriving after the failure tries again.
+        assert_eq!(
+            cache
+                .get("k", || async { Ok((1, Duration::from_secs(1))) })
+                .await
+                .unwrap()
+                .value,
+            1
+        );
     }
 
     #[tokio::test]

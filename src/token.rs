@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde::Deserialize;
 
+use crate::cache::Flight;
 use crate::clock::{Expiry, SharedClock};
 use crate::error::{Error, Result};
 use crate::mds::Mds;
@@ -103,7 +104,7 @@ impl Token {
 
 #[derive(Debug)]
 struct Slot {
-    fill: tokio::sync::Mutex<()>,
+    fill: Flight,
     state: Mutex<State>,
 }
 
@@ -146,19 +147,26 @@ impl<M: Mds> Tokens<M> {
         if let Some(token) = self.usable(&slot) {
             return Ok(token);
         }
-        let _filling = slot.fill.lock().await;
+        let turn = slot.fill.turn().await;
         if let Some(token) = self.usable(&slot) {
             return Ok(token);
         }
-        let token = self.fetch(path).await.map_err(|e| match e {
-            e if e.is_transient() => {
-                warn!("{e}");
-                Error::TokenExpired { path: path.into() }
+        if let Some(err) = turn.shared_failure() {
+            return Err(err);
+        }
+        let result = match self.fetch(path).await {
+            Ok(token) => {
+                self.install(&slot, path, token.clone());
+                Ok(token)
             }
-            e => e,
-        })?;
-        self.install(&slot, path, token.clone());
-        Ok(token)
+            Err(e) if e.is_transient() => {
+                warn!("{e}");
+                Err(Error::TokenExpired { path: path.into() })
+            }
+            Err(e) => Err(e),
+        };
+        turn.finish(&result);
+        result
     }
 
     /// Refresh every token whose refresh time has come. Called about once a second by the
@@ -207,7 +215,7 @@ impl<M: Mds> Tokens<M> {
     }
 
     async fn refresh(&self, path: &str, slot: &Slot) {
-        let Ok(_filling) = slot.fill.try_lock() else {
+        let Some(_turn) = slot.fill.try_turn() else {
             return;
         };
         match self.fetch(path).await {
@@ -264,7 +272,7 @@ impl<M: Mds> Tokens<M> {
             .entry(path.to_string())
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    fill: Default::default(),
+                    fill: Flight::default(),
                     state: Mutex::new(State {
                         token: None,
                         next_refresh: self.clock.now(),
