@@ -99,9 +99,11 @@ impl HttpMds {
             .get("Metadata-Flavor")
             .is_some_and(|v| v.as_bytes() == b"Google");
         match status {
-            StatusCode::OK | StatusCode::NOT_FOUND if !flavored => Err(Error::Misconfigured {
+            // Whatever answered is not the metadata server (a proxy, a captive portal, a wrong
+            // endpoint): nothing it says is served, and retrying will not change it.
+            _ if !flavored => Err(Error::Misconfigured {
                 path: path.into(),
-                reason: "response without Metadata-Flavor: Google".into(),
+                reason: format!("HTTP {} without Metadata-Flavor: Google", status.as_u16()),
             }),
             StatusCode::OK => self.read_body(path, response).await,
             StatusCode::NOT_FOUND => Err(Error::NotFound),
@@ -190,6 +192,10 @@ pub(crate) fn jitter(base: Duration) -> Duration {
     let random = RandomState::new().hash_one(Instant::now()) % 1000;
     base / 2 + base * random as u32 / 1000
 }
+
+#[cfg(test)]
+#[path = "mds_tests.rs"]
+mod http_tests;
 
 #[cfg(test)]
 mod tests {
