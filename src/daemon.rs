@@ -63,12 +63,12 @@ fn spawn_background() -> Result<()> {
         .args(std::env::args_os().skip(1))
         .arg("-f")
         .env(READY_FD_ENV, write_fd.to_string());
-    command.stdin(Stdio::null()).stdout(Stdio::null());
-    // Logs stay where they are captured (journal, file, pipe), not on a terminal we leave.
-    // SAFETY: isatty only inspects the descriptor.
-    if unsafe { libc::isatty(2) } == 1 {
-        command.stderr(Stdio::null());
-    }
+    // Logs go to syslog (see `logging`); holding the caller's stdio open would keep a pipe
+    // or a `$(…)` waiting for as long as the mount lives.
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -93,6 +93,11 @@ fn spawn_background() -> Result<()> {
             bail!("the daemon exited before the mount was ready ({status})")
         }
     }
+}
+
+/// Whether this process is the re-executed background daemon.
+pub fn is_background_child() -> bool {
+    std::env::var_os(READY_FD_ENV).is_some()
 }
 
 fn take_ready_pipe() -> Option<OwnedFd> {

@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod logging;
 pub mod mds;
 pub mod perms;
 pub mod token;
