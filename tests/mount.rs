@@ -350,13 +350,21 @@ fn a_mountpoint_left_by_kill_9_is_reused() {
 fn background_mode_returns_once_the_mount_is_live() {
     let emu = Emulator::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_metadatafs"))
-        .args(["--endpoint", &emu.addr])
-        .arg(dir.path())
-        .status()
-        .unwrap();
     let guard = Unmount(dir.path().to_path_buf());
-    assert!(status.success());
+    // `output()` reads stdout and stderr to their end: it returns only if the daemon left
+    // behind holds neither (as `out=$(metadatafs /meta 2>&1)` needs).
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_metadatafs"));
+    command.args(["--endpoint", &emu.addr]).arg(dir.path());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(command.output().unwrap()));
+    let output = finished
+        .recv_timeout(DEADLINE)
+        .expect("metadatafs returned and let go of stdio");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // No polling: the mount must already answer.
     let project = std::fs::read(dir.path().join("project/project-id")).unwrap();
     assert_eq!(project, emu.get("project/project-id").1);
