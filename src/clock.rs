@@ -11,13 +11,38 @@ pub trait Clock: Send + Sync + Debug {
 
 pub type SharedClock = Arc<dyn Clock>;
 
-#[derive(Debug, Default)]
-pub struct SystemClock;
+/// The real clock, counting time the machine spent suspended: `Instant` alone does not
+/// (CLOCK_MONOTONIC stops during suspend), and a VM resumed after a day must not believe its
+/// token still has the hour it had. So `now` is an `Instant` advanced by CLOCK_BOOTTIME.
+#[derive(Debug)]
+pub struct SystemClock {
+    base: Instant,
+    base_boottime: Duration,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock {
+            base: Instant::now(),
+            base_boottime: boottime(),
+        }
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
-        Instant::now()
+        self.base + boottime().saturating_sub(self.base_boottime)
     }
+}
+
+fn boottime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; CLOCK_BOOTTIME exists since Linux 2.6.39.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A clock that only moves when told to.
@@ -82,6 +107,15 @@ impl Expiry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_clock_moves_forward_with_real_time() {
+        let clock = SystemClock::default();
+        let (a, start) = (clock.now(), Instant::now());
+        while start.elapsed() < Duration::from_millis(5) {}
+        let b = clock.now();
+        assert!(b > a && b - a >= Duration::from_millis(4), "{:?}", b - a);
+    }
 
     #[test]
     fn expiry_follows_the_manual_clock() {

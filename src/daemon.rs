@@ -146,7 +146,11 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let mds = Arc::new(HttpMds::new(http).context("building the HTTP client")?);
     let endpoint = mds.endpoint().to_string();
     warn_unimplemented(config);
-    let core = Arc::new(Core::new(mds, fs_config(config), Arc::new(SystemClock)));
+    let core = Arc::new(Core::new(
+        mds,
+        fs_config(config),
+        Arc::new(SystemClock::default()),
+    ));
     runtime.spawn(refresh_tokens(core.clone()));
 
     prepare_mountpoint(&config.mountpoint)?;
