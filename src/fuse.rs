@@ -84,6 +84,21 @@ fn kernel_ttl(ttl: Duration) -> Duration {
 }
 
 impl<M: Mds> fuser::Filesystem for FuseFs<M> {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Without this the kernel serialises lookups per directory, and one name waiting on
+        // the MDS would stall every other lookup in its directory, cached or not.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS)
+            .is_err()
+        {
+            log::info!("the kernel does not offer parallel directory operations");
+        }
+        // Many readers may wait on the MDS at once; let the kernel have them all in flight.
+        let _ = config.set_max_background(256);
+        let _ = config.set_congestion_threshold(192);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (core, name) = (self.core.clone(), name.to_owned());
         let mounted_at = self.mounted_at;
