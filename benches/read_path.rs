@@ -38,19 +38,11 @@ impl Mount {
             .unwrap();
         let parent_dev = std::fs::metadata(dir.path()).unwrap().dev();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::metadata(&path)
-            .map(|m| m.dev())
-            .unwrap_or(parent_dev)
-            == parent_dev
-        {
+        while std::fs::metadata(&path).map(|m| m.dev()).unwrap_or(parent_dev) == parent_dev {
             assert!(Instant::now() < deadline, "mount did not come up");
             std::thread::sleep(Duration::from_millis(10));
         }
-        Mount {
-            _dir: dir,
-            path,
-            child,
-        }
+        Mount { _dir: dir, path, child }
     }
 
     fn rss_kib(&self) -> u64 {
@@ -109,12 +101,7 @@ fn counters(runtime: &tokio::runtime::Runtime, client: &reqwest::Client, addr: &
             .await
             .unwrap();
         let counters: serde_json::Value = serde_json::from_str(&body).unwrap();
-        counters
-            .as_object()
-            .unwrap()
-            .values()
-            .filter_map(|v| v.as_u64())
-            .sum()
+        counters.as_object().unwrap().values().filter_map(|v| v.as_u64()).sum()
     })
 }
 
@@ -123,10 +110,7 @@ fn main() {
     let addr = emulator.addr().to_string();
     let warm = Mount::start(&addr, "ttl=3600");
     let cold = Mount::start(&addr, "ttl=0");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = reqwest::Client::new();
 
     let value = std::fs::read(warm.path.join(VALUE)).unwrap();
@@ -143,21 +127,14 @@ fn main() {
     let warm_value = warm.path.join(VALUE);
     rows.push((
         "warm plain value",
-        measure(WARM_ITERATIONS, || {
-            assert_eq!(cat(&warm_value), value.len())
-        }),
+        measure(WARM_ITERATIONS, || assert_eq!(cat(&warm_value), value.len())),
     ));
     let warm_token = warm.path.join(TOKEN);
-    rows.push((
-        "warm token",
-        measure(WARM_ITERATIONS, || assert!(cat(&warm_token) > 0)),
-    ));
+    rows.push(("warm token", measure(WARM_ITERATIONS, || assert!(cat(&warm_token) > 0))));
     let cold_value = cold.path.join(VALUE);
     rows.push((
         "cold value (ttl=0)",
-        measure(COLD_ITERATIONS, || {
-            assert_eq!(cat(&cold_value), value.len())
-        }),
+        measure(COLD_ITERATIONS, || assert_eq!(cat(&cold_value), value.len())),
     ));
     let url = format!("http://{addr}/computeMetadata/v1/{VALUE}");
     rows.push((
@@ -178,19 +155,10 @@ fn main() {
     let requests_per_1000 = counters(&runtime, &client, &addr) - before;
 
     let base = rows[0].1 .0;
-    println!(
-        "\nread_path: open+read+close of {VALUE} ({} bytes)\n",
-        value.len()
-    );
-    println!(
-        "{:<24} {:>12} {:>12} {:>14}",
-        "case", "median µs", "mean µs", "median/tmpfs"
-    );
+    println!("\nread_path: open+read+close of {VALUE} ({} bytes)\n", value.len());
+    println!("{:<24} {:>12} {:>12} {:>14}", "case", "median µs", "mean µs", "median/tmpfs");
     for (name, (median, mean)) in &rows {
-        println!(
-            "{name:<24} {median:>12.1} {mean:>12.1} {:>13.1}x",
-            median / base
-        );
+        println!("{name:<24} {median:>12.1} {mean:>12.1} {:>13.1}x", median / base);
     }
     println!("\nMDS requests per 1000 warm reads: {requests_per_1000}");
     println!(

@@ -52,22 +52,14 @@ impl Flight {
     pub(crate) async fn turn(&self) -> Turn<'_> {
         let seen = self.finished.load(Ordering::SeqCst);
         let guard = self.lock.lock().await;
-        Turn {
-            flight: self,
-            guard,
-            seen,
-        }
+        Turn { flight: self, guard, seen }
     }
 
     /// A turn if nobody is fetching now.
     pub(crate) fn try_turn(&self) -> Option<Turn<'_>> {
         let seen = self.finished.load(Ordering::SeqCst);
         let guard = self.lock.try_lock().ok()?;
-        Some(Turn {
-            flight: self,
-            guard,
-            seen,
-        })
+        Some(Turn { flight: self, guard, seen })
     }
 }
 
@@ -112,11 +104,7 @@ pub struct Cache<V> {
 impl<V: Clone + Weight> Cache<V> {
     pub fn new(capacity: usize, clock: SharedClock) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Cache {
-            slots: Mutex::new(LruCache::new(capacity)),
-            clock,
-            stats: CacheStats::default(),
-        }
+        Cache { slots: Mutex::new(LruCache::new(capacity)), clock, stats: CacheStats::default() }
     }
 
     /// The value for `key`, from cache while fresh, else from `fetch`, which returns the value
@@ -140,10 +128,7 @@ impl<V: Clone + Weight> Cache<V> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let result = match fetch().await {
             Ok((value, ttl)) => {
-                let entry = Entry {
-                    value,
-                    expiry: Expiry::from_now(&*self.clock, ttl),
-                };
+                let entry = Entry { value, expiry: Expiry::from_now(&*self.clock, ttl) };
                 self.store(&slot, Some(entry.clone()));
                 Ok(entry)
             }
@@ -187,10 +172,7 @@ impl<V: Clone + Weight> Cache<V> {
         if let Some(slot) = slots.get(key) {
             return slot.clone();
         }
-        let slot = Arc::new(Slot {
-            fill: Flight::default(),
-            entry: Mutex::new(None),
-        });
+        let slot = Arc::new(Slot { fill: Flight::default(), entry: Mutex::new(None) });
         if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
             drop(slots);
             self.store(&evicted, None);
@@ -200,10 +182,7 @@ impl<V: Clone + Weight> Cache<V> {
 
     fn fresh(&self, slot: &Slot<V>) -> Option<Entry<V>> {
         let entry = slot.entry.lock().unwrap();
-        let fresh = entry
-            .as_ref()
-            .filter(|e| !e.expiry.is_expired(&*self.clock))
-            .cloned();
+        let fresh = entry.as_ref().filter(|e| !e.expiry.is_expired(&*self.clock)).cloned();
         if fresh.is_some() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -236,39 +215,19 @@ mod tests {
     }
 
     fn down() -> Error {
-        Error::Unavailable {
-            path: "k".into(),
-            reason: "down".into(),
-        }
+        Error::Unavailable { path: "k".into(), reason: "down".into() }
     }
 
     #[tokio::test]
     async fn fresh_values_are_served_without_fetching_until_the_ttl_passes() {
         let (clock, cache) = cache(10);
         let ttl = Duration::from_secs(60);
-        assert_eq!(
-            cache
-                .get("k", || async { Ok((1, ttl)) })
-                .await
-                .unwrap()
-                .value,
-            1
-        );
-        let again = cache
-            .get("k", || async { panic!("fetched while fresh") })
-            .await
-            .unwrap();
+        assert_eq!(cache.get("k", || async { Ok((1, ttl)) }).await.unwrap().value, 1);
+        let again = cache.get("k", || async { panic!("fetched while fresh") }).await.unwrap();
         assert_eq!(again.value, 1);
         assert_eq!(again.expiry.remaining(&*clock), ttl);
         clock.advance(ttl);
-        assert_eq!(
-            cache
-                .get("k", || async { Ok((2, ttl)) })
-                .await
-                .unwrap()
-                .value,
-            2
-        );
+        assert_eq!(cache.get("k", || async { Ok((2, ttl)) }).await.unwrap().value, 2);
         assert_eq!(cache.stats.misses.load(Ordering::Relaxed), 2);
         assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 4);
     }
@@ -283,10 +242,7 @@ mod tests {
         assert_eq!(stale.value, 1);
         assert_eq!(stale.expiry.remaining(&*clock), STALE_GRACE);
         clock.advance(STALE_GRACE);
-        let err = cache
-            .get("k", || async { Err(Error::NotFound) })
-            .await
-            .unwrap_err();
+        let err = cache.get("k", || async { Err(Error::NotFound) }).await.unwrap_err();
         assert_eq!(err, Error::NotFound);
         assert!(cache.get("other", || async { Err(down()) }).await.is_err());
     }
@@ -348,11 +304,7 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         // A reader arriving after the failure tries again.
         assert_eq!(
-            cache
-                .get("k", || async { Ok((1, Duration::from_secs(1))) })
-                .await
-                .unwrap()
-                .value,
+            cache.get("k", || async { Ok((1, Duration::from_secs(1))) }).await.unwrap().value,
             1
         );
     }

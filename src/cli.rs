@@ -136,18 +136,12 @@ where
 {
     let mut args = Args::try_parse_from(args)?;
     let mut read_only = false;
-    for option in std::mem::take(&mut args.options)
-        .iter()
-        .flat_map(|o| o.split(','))
-    {
+    for option in std::mem::take(&mut args.options).iter().flat_map(|o| o.split(',')) {
         apply_option(&mut args, option.trim(), &mut read_only)?;
     }
     let (source, mountpoint) = match args.positional.as_slice() {
         [mountpoint] => (None, mountpoint.clone()),
-        [source, mountpoint] => (
-            Some(source.to_string_lossy().into_owned()),
-            mountpoint.clone(),
-        ),
+        [source, mountpoint] => (Some(source.to_string_lossy().into_owned()), mountpoint.clone()),
         _ => unreachable!("clap enforces 1..=2 positionals"),
     };
     check_mountpoint(&mountpoint)?;
@@ -160,25 +154,15 @@ where
         .or(env_endpoint.filter(|e| !e.is_empty()))
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
     check_endpoint(&endpoint)?;
-    let secret_gid = args
-        .secret_group
-        .as_deref()
-        .map(resolve_group)
-        .transpose()?;
-    let token_scopes = args.token_scopes.map(|s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
-    });
+    let secret_gid = args.secret_group.as_deref().map(resolve_group).transpose()?;
+    let token_scopes = args
+        .token_scopes
+        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
     Ok(Config {
         mountpoint,
         source: source.unwrap_or_else(|| "metadata".into()),
         endpoint,
-        emulate: args
-            .emulate
-            .map(|f| (!f.is_empty()).then(|| PathBuf::from(f))),
+        emulate: args.emulate.map(|f| (!f.is_empty()).then(|| PathBuf::from(f))),
         foreground: args.foreground,
         ttl: Duration::from_secs(args.ttl.unwrap_or(60)),
         timeout: Duration::from_secs(args.timeout.unwrap_or(10).max(1)),
@@ -186,12 +170,7 @@ where
         secret_gid,
         secret_paths: args
             .secret_paths
-            .map(|p| {
-                p.split(':')
-                    .filter(|g| !g.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|p| p.split(':').filter(|g| !g.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
         scoped_tokens: args.scoped_tokens || token_scopes.is_some(),
         token_scopes,
@@ -271,10 +250,7 @@ fn check_mountpoint(path: &std::path::Path) -> Result<(), clap::Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
         Err(e) => e.to_string(),
     };
-    Err(usage_error(
-        ErrorKind::InvalidValue,
-        format!("mountpoint {}: {problem}", path.display()),
-    ))
+    Err(usage_error(ErrorKind::InvalidValue, format!("mountpoint {}: {problem}", path.display())))
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), clap::Error> {
@@ -295,25 +271,16 @@ fn resolve_group(group: &str) -> Result<u32, clap::Error> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let unknown = || {
-        usage_error(
-            ErrorKind::InvalidValue,
-            format!("secret_group '{group}': no such group"),
-        )
-    };
+    let unknown =
+        || usage_error(ErrorKind::InvalidValue, format!("secret_group '{group}': no such group"));
     let name = std::ffi::CString::new(group).map_err(|_| unknown())?;
     // SAFETY: getgrnam_r writes only into the buffers we own and pass with their sizes.
     unsafe {
         let mut entry: libc::group = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
         let mut result = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
+        let rc =
+            libc::getgrnam_r(name.as_ptr(), &mut entry, buf.as_mut_ptr(), buf.len(), &mut result);
         if rc != 0 || result.is_null() {
             return Err(unknown());
         }
@@ -326,18 +293,11 @@ mod tests {
     use super::*;
 
     fn parse_ok(args: &[&str]) -> Config {
-        parse(
-            std::iter::once("metadatafs").chain(args.iter().copied()),
-            None,
-        )
-        .unwrap()
+        parse(std::iter::once("metadatafs").chain(args.iter().copied()), None).unwrap()
     }
 
     fn parse_err(args: &[&str]) -> String {
-        let err = parse(
-            std::iter::once("metadatafs").chain(args.iter().copied()),
-            None,
-        );
+        let err = parse(std::iter::once("metadatafs").chain(args.iter().copied()), None);
         err.unwrap_err().to_string()
     }
 
@@ -377,23 +337,13 @@ mod tests {
     fn endpoint_precedence() {
         let env = Some("env-host:1".to_string());
         let parse_env = |args: &[&str]| {
-            parse(
-                std::iter::once("metadatafs").chain(args.iter().copied()),
-                env.clone(),
-            )
-            .unwrap()
+            parse(std::iter::once("metadatafs").chain(args.iter().copied()), env.clone()).unwrap()
         };
         assert_eq!(parse_env(&["/tmp"]).endpoint, "env-host:1");
         assert_eq!(parse_env(&["metadata", "/tmp"]).endpoint, "env-host:1");
         assert_eq!(parse_env(&["src:2", "/tmp"]).endpoint, "src:2");
-        assert_eq!(
-            parse_env(&["src:2", "/tmp", "-o", "endpoint=opt:3"]).endpoint,
-            "opt:3"
-        );
-        assert_eq!(
-            parse_env(&["--endpoint", "flag:4", "/tmp"]).endpoint,
-            "flag:4"
-        );
+        assert_eq!(parse_env(&["src:2", "/tmp", "-o", "endpoint=opt:3"]).endpoint, "opt:3");
+        assert_eq!(parse_env(&["--endpoint", "flag:4", "/tmp"]).endpoint, "flag:4");
     }
 
     #[test]

@@ -22,10 +22,7 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock {
-            base: Instant::now(),
-            base_boottime: boottime(),
-        }
+        SystemClock { base: Instant::now(), base_boottime: boottime() }
     }
 }
 
@@ -36,10 +33,7 @@ impl Clock for SystemClock {
 }
 
 fn boottime() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec we own; CLOCK_BOOTTIME exists since Linux 2.6.39.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -54,10 +48,7 @@ pub struct ManualClock {
 
 impl Default for ManualClock {
     fn default() -> Self {
-        ManualClock {
-            start: Instant::now(),
-            offset: Mutex::new(Duration::ZERO),
-        }
+        ManualClock { start: Instant::now(), offset: Mutex::new(Duration::ZERO) }
     }
 }
 

@@ -59,16 +59,10 @@ fn spawn_background() -> Result<()> {
     let write_fd = fds[1];
     let exe = std::env::current_exe().context("finding our own executable")?;
     let mut command = Command::new(exe);
-    command
-        .args(std::env::args_os().skip(1))
-        .arg("-f")
-        .env(READY_FD_ENV, write_fd.to_string());
+    command.args(std::env::args_os().skip(1)).arg("-f").env(READY_FD_ENV, write_fd.to_string());
     // Logs go to syslog (see `logging`); holding the caller's stdio open would keep a pipe
     // or a `$(…)` waiting for as long as the mount lives.
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -82,9 +76,7 @@ fn spawn_background() -> Result<()> {
     drop(write_end);
     // One line, not to EOF: the daemon keeps running after it has spoken.
     let mut message = String::new();
-    BufReader::new(std::fs::File::from(read_end))
-        .read_line(&mut message)
-        .ok();
+    BufReader::new(std::fs::File::from(read_end)).read_line(&mut message).ok();
     match message.trim_end() {
         "ok" => Ok(()),
         m if m.starts_with("error: ") => bail!("{}", &m["error: ".len()..]),
@@ -127,30 +119,17 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
         .context("starting the I/O runtime")?;
     let emulator = match &config.emulate {
         Some(fixture) => Some(
-            Emulator::start(EmulatorConfig {
-                fixture: fixture.clone(),
-                ..Default::default()
-            })
-            .context("starting the emulator")?,
+            Emulator::start(EmulatorConfig { fixture: fixture.clone(), ..Default::default() })
+                .context("starting the emulator")?,
         ),
         None => None,
     };
-    let endpoint = emulator
-        .as_ref()
-        .map_or(config.endpoint.clone(), |e| e.addr().to_string());
-    let http = HttpConfig {
-        endpoint,
-        timeout: config.timeout,
-        max_value: config.max_value,
-    };
+    let endpoint = emulator.as_ref().map_or(config.endpoint.clone(), |e| e.addr().to_string());
+    let http = HttpConfig { endpoint, timeout: config.timeout, max_value: config.max_value };
     let mds = Arc::new(HttpMds::new(http).context("building the HTTP client")?);
     let endpoint = mds.endpoint().to_string();
     warn_unimplemented(config);
-    let core = Arc::new(Core::new(
-        mds,
-        fs_config(config),
-        Arc::new(SystemClock::default()),
-    ));
+    let core = Arc::new(Core::new(mds, fs_config(config), Arc::new(SystemClock::default())));
     runtime.spawn(refresh_tokens(core.clone()));
 
     prepare_mountpoint(&config.mountpoint)?;
@@ -262,10 +241,9 @@ async fn refresh_tokens<M: Mds>(core: Arc<Core<M>>) {
 
 async fn forward_signals(events: mpsc::Sender<Event>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         warn!("cannot listen for SIGTERM/SIGINT");
         return;
     };
@@ -282,10 +260,7 @@ async fn forward_signals(events: mpsc::Sender<Event>) {
 fn prepare_mountpoint(path: &Path) -> Result<()> {
     match std::fs::read_dir(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            warn!(
-                "{}: dead mount left by an earlier daemon; detaching it",
-                path.display()
-            );
+            warn!("{}: dead mount left by an earlier daemon; detaching it", path.display());
             detach(path);
             let meta = std::fs::metadata(path)
                 .with_context(|| format!("{} after detaching", path.display()))?;
@@ -309,11 +284,7 @@ fn detach(path: &Path) {
     }
     // Not root: the setuid helper can still detach our own mount.
     for helper in ["fusermount3", "fusermount"] {
-        let status = Command::new(helper)
-            .arg("-uz")
-            .arg(path)
-            .stderr(Stdio::null())
-            .status();
+        let status = Command::new(helper).arg("-uz").arg(path).stderr(Stdio::null()).status();
         if status.is_ok_and(|s| s.success()) {
             return;
         }

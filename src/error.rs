@@ -88,25 +88,10 @@ mod tests {
         assert_eq!(Error::NotFound.errno(), libc::ENOENT);
         assert_eq!(Error::InvalidName("..".into()).errno(), libc::EINVAL);
         assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
-        let unavailable = Error::Unavailable {
-            path: "p".into(),
-            reason: "r".into(),
-        };
+        let unavailable = Error::Unavailable { path: "p".into(), reason: "r".into() };
         assert_eq!(unavailable.errno(), libc::EIO);
         assert!(unavailable.is_transient());
-        assert!(!Error::Misconfigured {
-            path: "p".into(),
-            reason: "r".into()
-        }
-        .is_transient());
-        assert_eq!(
-            Error::TooBig {
-                path: "p".into(),
-                size: 2,
-                limit: 1
-            }
-            .errno(),
-            libc::EFBIG
-        );
+        assert!(!Error::Misconfigured { path: "p".into(), reason: "r".into() }.is_transient());
+        assert_eq!(Error::TooBig { path: "p".into(), size: 2, limit: 1 }.errno(), libc::EFBIG);
     }
 }

@@ -117,11 +117,7 @@ pub struct Core<M> {
 
 impl<M: Mds> Core<M> {
     pub fn new(mds: Arc<M>, config: FsConfig, clock: SharedClock) -> Self {
-        let tokens = Arc::new(Tokens::new(
-            mds.clone(),
-            clock.clone(),
-            config.refresh_margin,
-        ));
+        let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), config.refresh_margin));
         Core {
             cache: Cache::new(config.max_entries, clock.clone()),
             tokens,
@@ -184,25 +180,13 @@ impl<M: Mds> Core<M> {
         let (children, _) = self.listing(&node.path).await?;
         let parent_ino = self.parent_ino(&node.path);
         let mut entries = vec![
-            DirEntry {
-                ino,
-                kind: FileType::Directory,
-                name: ".".into(),
-            },
-            DirEntry {
-                ino: parent_ino,
-                kind: FileType::Directory,
-                name: "..".into(),
-            },
+            DirEntry { ino, kind: FileType::Directory, name: ".".into() },
+            DirEntry { ino: parent_ino, kind: FileType::Directory, name: "..".into() },
         ];
         let inodes = self.inodes.lock().unwrap();
         for child in self.children_with_extras(&node.path, &children) {
             let path = tree::child_path(&node.path, &child.name);
-            let kind = if child.dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
+            let kind = if child.dir { FileType::Directory } else { FileType::RegularFile };
             let kind = if child.name == SERVICE_ACCOUNTS_LINK.0 && node.path.is_empty() {
                 FileType::Symlink
             } else {
@@ -211,11 +195,7 @@ impl<M: Mds> Core<M> {
             // Inode numbers in a listing are informational; a path the kernel does not hold
             // gets a number from a range lookups never hand out.
             let ino = inodes.ino_of(&path).unwrap_or_else(|| synthetic_ino(&path));
-            entries.push(DirEntry {
-                ino,
-                kind,
-                name: child.name,
-            });
+            entries.push(DirEntry { ino, kind, name: child.name });
         }
         drop(inodes);
         Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
@@ -250,9 +230,7 @@ impl<M: Mds> Core<M> {
         let Some(Handle::File(bytes)) = handles.get(&fh) else {
             return Err(Error::Stale);
         };
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
         let end = start.saturating_add(size as usize).min(bytes.len());
         Ok(bytes.slice(start..end))
     }
@@ -308,10 +286,7 @@ impl<M: Mds> Core<M> {
         let mut all = children.to_vec();
         let mut add = |name: &str, dir: bool| {
             if !all.iter().any(|c| c.name == name) {
-                all.push(Child {
-                    name: name.into(),
-                    dir,
-                });
+                all.push(Child { name: name.into(), dir });
             }
         };
         if dir.is_empty() {
@@ -337,27 +312,14 @@ impl<M: Mds> Core<M> {
         };
         let (perm, gid) = self.config.permissions.mode(&node.path, &node.kind);
         let uid = self.config.permissions.uid;
-        Ok(Entry {
-            attr: Attr {
-                ino,
-                kind,
-                size,
-                perm,
-                uid,
-                gid,
-            },
-            ttl,
-        })
+        Ok(Entry { attr: Attr { ino, kind, size, perm, uid, gid }, ttl })
     }
 
     /// A file's bytes and how long they stay valid.
     async fn content(&self, node: &Node) -> Result<(Bytes, Duration)> {
         match &node.kind {
             Kind::Value => {
-                let entry = self
-                    .cache
-                    .get(&node.path, || self.fetch_value(&node.path))
-                    .await?;
+                let entry = self.cache.get(&node.path, || self.fetch_value(&node.path)).await?;
                 let validity = entry.expiry.remaining(&*self.clock);
                 match entry.value {
                     Cached::Value(bytes) => Ok((bytes, validity)),
@@ -371,10 +333,7 @@ impl<M: Mds> Core<M> {
             Kind::AccessToken => {
                 let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
                 let token = self.tokens.get(&format!("{account_dir}/token")).await?;
-                Ok((
-                    Bytes::copy_from_slice(token.access_token().as_bytes()),
-                    Duration::ZERO,
-                ))
+                Ok((Bytes::copy_from_slice(token.access_token().as_bytes()), Duration::ZERO))
             }
             Kind::Dir | Kind::Symlink(_) => Err(Error::InvalidName("not a file".into())),
         }
@@ -415,10 +374,7 @@ impl<M: Mds> Core<M> {
                     Some(name) => (name, true),
                     None => (line, false),
                 };
-                tree::listable(name).then(|| Child {
-                    name: name.into(),
-                    dir,
-                })
+                tree::listable(name).then(|| Child { name: name.into(), dir })
             })
             .collect();
         children.sort_by(|a, b| a.name.cmp(&b.name));

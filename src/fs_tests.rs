@@ -14,10 +14,7 @@ const TTL: Duration = Duration::from_secs(60);
 fn tree() -> FakeMds {
     FakeMds::with_tree(&[
         ("project/project-id", "my-project"),
-        (
-            "project/attributes/ssh-keys",
-            "alice:ssh-ed25519 AAAA alice",
-        ),
+        ("project/attributes/ssh-keys", "alice:ssh-ed25519 AAAA alice"),
         ("instance/attributes/startup-script", "#!/bin/sh\necho hi\n"),
         ("instance/description", ""),
         ("instance/service-accounts/default/email", "sa@example.com"),
@@ -34,20 +31,13 @@ struct Fixture {
 fn fixture(mds: FakeMds) -> Fixture {
     let clock = Arc::new(ManualClock::default());
     let mds = Arc::new(mds);
-    mds.set(
-        TOKEN,
-        r#"{"access_token":"ya29.fake","expires_in":3599,"token_type":"Bearer"}"#,
-    );
+    mds.set(TOKEN, r#"{"access_token":"ya29.fake","expires_in":3599,"token_type":"Bearer"}"#);
     let config = FsConfig {
         ttl: TTL,
         negative_ttl: Duration::from_secs(5),
         refresh_margin: Duration::from_secs(240),
         max_entries: 100,
-        permissions: Permissions {
-            uid: 1,
-            gid: 2,
-            ..Default::default()
-        },
+        permissions: Permissions { uid: 1, gid: 2, ..Default::default() },
     };
     let core = Core::new(mds.clone(), config, clock.clone());
     Fixture { clock, mds, core }
@@ -80,12 +70,7 @@ impl Fixture {
     async fn ls(&self, path: &str) -> Result<Vec<String>> {
         let entry = self.walk(path).await?;
         let fh = self.core.opendir(entry.attr.ino).await?;
-        let names = self
-            .core
-            .readdir(fh, 0)?
-            .into_iter()
-            .map(|(_, e)| e.name)
-            .collect();
+        let names = self.core.readdir(fh, 0)?.into_iter().map(|(_, e)| e.name).collect();
         self.core.release(fh);
         Ok(names)
     }
@@ -95,15 +80,8 @@ impl Fixture {
 async fn values_and_listings_mirror_the_mds() {
     let f = fixture(tree());
     assert_eq!(f.cat("project/project-id").await.unwrap(), b"my-project");
-    assert_eq!(
-        f.cat("instance/description").await.unwrap(),
-        b"",
-        "empty value, not an error"
-    );
-    assert_eq!(
-        f.ls("project").await.unwrap(),
-        [".", "..", "attributes", "project-id"]
-    );
+    assert_eq!(f.cat("instance/description").await.unwrap(), b"", "empty value, not an error");
+    assert_eq!(f.ls("project").await.unwrap(), [".", "..", "attributes", "project-id"]);
     assert_eq!(
         f.ls("").await.unwrap(),
         [".", "..", "instance", "project", "service-accounts"],
@@ -111,26 +89,16 @@ async fn values_and_listings_mirror_the_mds() {
     );
     let account = f.ls("instance/service-accounts/default").await.unwrap();
     assert_eq!(account, [".", "..", "access_token", "email", "token"]);
-    assert_eq!(
-        f.walk("instance").await.unwrap().attr.kind,
-        FileType::Directory
-    );
+    assert_eq!(f.walk("instance").await.unwrap().attr.kind, FileType::Directory);
     let link = f.walk("service-accounts").await.unwrap();
     assert_eq!(link.attr.kind, FileType::Symlink);
-    assert_eq!(
-        f.core.readlink(link.attr.ino).unwrap(),
-        b"instance/service-accounts"
-    );
+    assert_eq!(f.core.readlink(link.attr.ino).unwrap(), b"instance/service-accounts");
 }
 
 #[tokio::test]
 async fn stat_size_is_exactly_what_a_read_returns() {
     let f = fixture(tree());
-    for path in [
-        "project/project-id",
-        "instance/attributes/startup-script",
-        TOKEN,
-    ] {
+    for path in ["project/project-id", "instance/attributes/startup-script", TOKEN] {
         let size = f.walk(path).await.unwrap().attr.size;
         assert_eq!(size as usize, f.cat(path).await.unwrap().len(), "{path}");
     }
@@ -171,11 +139,7 @@ async fn kernel_ttls_never_outlive_the_cache() {
     f.clock.advance(Duration::from_secs(45));
     let again = f.core.getattr(entry.attr.ino).await.unwrap();
     assert_eq!(again.ttl, Duration::from_secs(15));
-    assert_eq!(
-        f.walk(TOKEN).await.unwrap().ttl,
-        Duration::ZERO,
-        "token sizes move"
-    );
+    assert_eq!(f.walk(TOKEN).await.unwrap().ttl, Duration::ZERO, "token sizes move");
 }
 
 #[tokio::test]
@@ -201,10 +165,7 @@ async fn token_files_render_expires_in_at_open_and_access_token_is_bare() {
     f.clock.advance(Duration::from_secs(99));
     let later: serde_json::Value = serde_json::from_slice(&f.cat(TOKEN).await.unwrap()).unwrap();
     assert_eq!(later["expires_in"], 3500);
-    let bare = f
-        .cat("instance/service-accounts/default/access_token")
-        .await
-        .unwrap();
+    let bare = f.cat("instance/service-accounts/default/access_token").await.unwrap();
     assert_eq!(bare, b"ya29.fake");
     assert_eq!(f.mds.requests(TOKEN), 1);
 }
@@ -214,10 +175,7 @@ async fn secrets_are_owner_only() {
     let f = fixture(tree());
     let mode = |path: &'static str| async { f.walk(path).await.unwrap().attr.perm };
     assert_eq!(mode(TOKEN).await, 0o400);
-    assert_eq!(
-        mode("instance/service-accounts/default/access_token").await,
-        0o400
-    );
+    assert_eq!(mode("instance/service-accounts/default/access_token").await, 0o400);
     assert_eq!(mode("instance/attributes/startup-script").await, 0o400);
     assert_eq!(mode("project/project-id").await, 0o444);
     assert_eq!(mode("project").await, 0o555);
@@ -241,40 +199,21 @@ async fn an_outage_serves_cached_values_and_fails_cold_ones_with_eio() {
 #[tokio::test]
 async fn misconfigured_endpoints_and_oversized_values_are_never_served() {
     let f = fixture(tree());
-    let wrong = Error::Misconfigured {
-        path: "project/project-id".into(),
-        reason: "x".into(),
-    };
+    let wrong = Error::Misconfigured { path: "project/project-id".into(), reason: "x".into() };
     f.mds.fail("project/project-id", wrong);
-    assert_eq!(
-        f.cat("project/project-id").await.unwrap_err().errno(),
-        libc::EIO
-    );
-    let big = Error::TooBig {
-        path: "instance/description".into(),
-        size: 10,
-        limit: 1,
-    };
+    assert_eq!(f.cat("project/project-id").await.unwrap_err().errno(), libc::EIO);
+    let big = Error::TooBig { path: "instance/description".into(), size: 10, limit: 1 };
     f.mds.fail("instance/description", big);
-    assert_eq!(
-        f.cat("instance/description").await.unwrap_err().errno(),
-        libc::EFBIG
-    );
+    assert_eq!(f.cat("instance/description").await.unwrap_err().errno(), libc::EFBIG);
 }
 
 #[tokio::test]
 async fn writes_are_refused_and_forgotten_inodes_go_stale() {
     let f = fixture(tree());
     let entry = f.walk("project/project-id").await.unwrap();
-    assert_eq!(
-        f.core.open(entry.attr.ino, true).await.unwrap_err(),
-        Error::ReadOnly
-    );
+    assert_eq!(f.core.open(entry.attr.ino, true).await.unwrap_err(), Error::ReadOnly);
     f.core.forget(entry.attr.ino, 1);
-    assert_eq!(
-        f.core.getattr(entry.attr.ino).await.unwrap_err(),
-        Error::Stale
-    );
+    assert_eq!(f.core.getattr(entry.attr.ino).await.unwrap_err(), Error::Stale);
 }
 
 #[tokio::test]
@@ -282,14 +221,8 @@ async fn a_404_is_remembered_briefly() {
     let f = fixture(tree());
     // Listed, but gone by the time it is fetched.
     f.mds.fail("project/project-id", Error::NotFound);
-    assert_eq!(
-        f.walk("project/project-id").await.unwrap_err(),
-        Error::NotFound
-    );
-    assert_eq!(
-        f.walk("project/project-id").await.unwrap_err(),
-        Error::NotFound
-    );
+    assert_eq!(f.walk("project/project-id").await.unwrap_err(), Error::NotFound);
+    assert_eq!(f.walk("project/project-id").await.unwrap_err(), Error::NotFound);
     assert_eq!(f.mds.requests("project/project-id"), 1);
     f.clock.advance(Duration::from_secs(5));
     f.mds.set("project/project-id", "back");
@@ -302,10 +235,7 @@ async fn names_missing_from_a_fresh_listing_cost_no_request() {
     f.ls("project").await.unwrap();
     let before = f.mds.total_requests();
     for _ in 0..10 {
-        assert_eq!(
-            f.walk("project/no-such-key").await.unwrap_err(),
-            Error::NotFound
-        );
+        assert_eq!(f.walk("project/no-such-key").await.unwrap_err(), Error::NotFound);
     }
     assert_eq!(f.mds.total_requests(), before);
 }

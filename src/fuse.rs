@@ -32,11 +32,7 @@ pub struct FuseFs<M> {
 
 impl<M: Mds> FuseFs<M> {
     pub fn new(core: Arc<Core<M>>, runtime: tokio::runtime::Handle) -> Self {
-        FuseFs {
-            core,
-            runtime,
-            mounted_at: SystemTime::now(),
-        }
+        FuseFs { core, runtime, mounted_at: SystemTime::now() }
     }
 }
 
@@ -60,11 +56,7 @@ fn file_attr(attr: &Attr, mounted_at: SystemTime) -> fuser::FileAttr {
         crtime: UNIX_EPOCH,
         kind,
         perm: attr.perm,
-        nlink: if kind == fuser::FileType::Directory {
-            2
-        } else {
-            1
-        },
+        nlink: if kind == fuser::FileType::Directory { 2 } else { 1 },
         uid: attr.uid,
         gid: attr.gid,
         rdev: 0,
@@ -87,10 +79,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Without this the kernel serialises lookups per directory, and one name waiting on
         // the MDS would stall every other lookup in its directory, cached or not.
-        if config
-            .add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS)
-            .is_err()
-        {
+        if config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS).is_err() {
             log::info!("the kernel does not offer parallel directory operations");
         }
         // Many readers may wait on the MDS at once; let the kernel have them all in flight.
@@ -104,11 +93,9 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         let mounted_at = self.mounted_at;
         self.runtime.spawn(async move {
             match core.lookup(parent.0, &name).await {
-                Ok(e) => reply.entry(
-                    &kernel_ttl(e.ttl),
-                    &file_attr(&e.attr, mounted_at),
-                    Generation(0),
-                ),
+                Ok(e) => {
+                    reply.entry(&kernel_ttl(e.ttl), &file_attr(&e.attr, mounted_at), Generation(0))
+                }
                 Err(e) => reply.error(errno("lookup", &e)),
             }
         });

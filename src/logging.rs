@@ -39,10 +39,7 @@ impl Syslog {
         let socket = UnixDatagram::unbound().ok()?;
         socket.connect("/dev/log").ok()?;
         // LOG_DAEMON (3 << 3) | LOG_INFO (6)
-        Some(Syslog {
-            socket,
-            prefix: format!("<30>metadatafs[{}]: ", std::process::id()),
-        })
+        Some(Syslog { socket, prefix: format!("<30>metadatafs[{}]: ", std::process::id()) })
     }
 }
 

@@ -8,6 +8,7 @@
 //! Response bodies are never logged: they may be tokens.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +22,8 @@ use crate::error::{Error, Result};
 const MDS_HOST: &str = "metadata.google.internal";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long requests fail at once after the MDS could not be reached (see [`Outage`]).
+const OUTAGE_HOLD: Duration = Duration::from_secs(2);
 
 /// What the filesystem core needs from a metadata server. `path` is relative to
 /// `computeMetadata/v1/` and may carry a query string.
@@ -44,15 +47,39 @@ pub struct HttpMds {
     client: reqwest::Client,
     base: String,
     config: HttpConfig,
+    outage: Mutex<Outage>,
+}
+
+/// When a request could not reach the MDS at all for its whole `timeout`, the next requests
+/// for a short while fail at once instead of each waiting out a `timeout` of its own: a read
+/// that walks three cold directories during an outage fails after one `timeout`, not three,
+/// and cached values are served stale without delay. HTTP errors (5xx, 429) do not count:
+/// the MDS answered, and one path failing says nothing about the others.
+#[derive(Debug, Default)]
+struct Outage {
+    until: Option<(Instant, String)>,
+}
+
+impl Outage {
+    fn begin(&mut self, hold: Duration, why: String) {
+        self.until = Some((Instant::now() + hold, why));
+    }
+
+    fn end(&mut self) {
+        self.until = None;
+    }
+
+    /// Why requests fail at once now, if they do.
+    fn current(&self) -> Option<String> {
+        let (until, why) = self.until.as_ref()?;
+        (Instant::now() < *until).then(|| format!("unreachable, not retried yet ({why})"))
+    }
 }
 
 impl HttpMds {
     pub fn new(config: HttpConfig) -> Result<Self, reqwest::Error> {
         let mut headers = header::HeaderMap::new();
-        headers.insert(
-            "Metadata-Flavor",
-            header::HeaderValue::from_static("Google"),
-        );
+        headers.insert("Metadata-Flavor", header::HeaderValue::from_static("Google"));
         headers.insert(header::HOST, header::HeaderValue::from_static(MDS_HOST));
         let client = reqwest::Client::builder()
             .default_headers(headers)
@@ -62,42 +89,32 @@ impl HttpMds {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         let base = format!("http://{}/computeMetadata/v1/", config.endpoint);
-        Ok(HttpMds {
-            client,
-            base,
-            config,
-        })
+        Ok(HttpMds { client, base, config, outage: Mutex::new(Outage::default()) })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.config.endpoint
     }
 
-    async fn attempt(&self, path: &str, budget: Duration) -> Result<Bytes> {
+    /// One request. `Err` with `reached == false` means no HTTP answer came at all.
+    async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, bool) {
         let url = format!("{}{}", self.base, path);
-        let unavailable = |reason: String| Error::Unavailable {
-            path: path.to_string(),
-            reason,
+        let response = match self.client.get(&url).timeout(budget).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
+                return (Err(Error::Unavailable { path: path.into(), reason }), false);
+            }
         };
-        let response = self
-            .client
-            .get(&url)
-            .timeout(budget)
-            .send()
-            .await
-            .map_err(|e| {
-                unavailable(if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    describe(&e)
-                })
-            })?;
+        (self.answer(path, response).await, true)
+    }
+
+    async fn answer(&self, path: &str, response: reqwest::Response) -> Result<Bytes> {
+        let unavailable = |reason: String| Error::Unavailable { path: path.to_string(), reason };
         let status = response.status();
         debug!("GET {path} -> {}", status.as_u16());
-        let flavored = response
-            .headers()
-            .get("Metadata-Flavor")
-            .is_some_and(|v| v.as_bytes() == b"Google");
+        let flavored =
+            response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google");
         match status {
             // Whatever answered is not the metadata server (a proxy, a captive portal, a wrong
             // endpoint): nothing it says is served, and retrying will not change it.
@@ -120,11 +137,7 @@ impl HttpMds {
 
     async fn read_body(&self, path: &str, mut response: reqwest::Response) -> Result<Bytes> {
         let limit = self.config.max_value;
-        let too_big = |size| Error::TooBig {
-            path: path.into(),
-            size,
-            limit,
-        };
+        let too_big = |size| Error::TooBig { path: path.into(), size, limit };
         if let Some(len) = response.content_length().filter(|&len| len > limit) {
             return Err(too_big(len));
         }
@@ -140,10 +153,7 @@ impl HttpMds {
                 Ok(None) => return Ok(Bytes::from(body)),
                 // A body cut short is never served: the read fails and may be retried.
                 Err(e) => {
-                    return Err(Error::Unavailable {
-                        path: path.into(),
-                        reason: describe(&e),
-                    })
+                    return Err(Error::Unavailable { path: path.into(), reason: describe(&e) })
                 }
             }
         }
@@ -152,17 +162,30 @@ impl HttpMds {
 
 impl Mds for HttpMds {
     async fn get(&self, path: &str) -> Result<Bytes> {
+        if let Some(reason) = self.outage.lock().unwrap().current() {
+            return Err(Error::Unavailable { path: path.into(), reason });
+        }
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = FIRST_BACKOFF;
         loop {
             let budget = deadline.saturating_duration_since(Instant::now());
-            let err = match self.attempt(path, budget).await {
-                Ok(body) => return Ok(body),
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) => e,
+            let (err, reached) = match self.attempt(path, budget).await {
+                (Ok(body), _) => {
+                    self.outage.lock().unwrap().end();
+                    return Ok(body);
+                }
+                (Err(e), _) if !e.is_transient() => {
+                    self.outage.lock().unwrap().end();
+                    return Err(e);
+                }
+                (Err(e), reached) => (e, reached),
             };
             let pause = jitter(backoff);
             if Instant::now() + pause >= deadline {
+                if let (false, Error::Unavailable { reason, .. }) = (reached, &err) {
+                    let hold = self.config.timeout.min(OUTAGE_HOLD);
+                    self.outage.lock().unwrap().begin(hold, reason.clone());
+                }
                 return Err(err);
             }
             debug!("retrying {path} in {pause:?}: {err}");
@@ -205,10 +228,7 @@ mod tests {
     fn jitter_stays_within_half_and_one_and_a_half() {
         for _ in 0..100 {
             let j = jitter(Duration::from_millis(100));
-            assert!(
-                j >= Duration::from_millis(50) && j <= Duration::from_millis(150),
-                "{j:?}"
-            );
+            assert!(j >= Duration::from_millis(50) && j <= Duration::from_millis(150), "{j:?}");
         }
     }
 }

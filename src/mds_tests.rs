@@ -19,10 +19,7 @@ struct Scripted {
 const FLAVOR: &str = "Metadata-Flavor: Google\r\n";
 
 fn response(status: &str, headers: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
+    format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len())
 }
 
 async fn scripted(responses: Vec<String>) -> Scripted {
@@ -42,9 +39,7 @@ async fn scripted(responses: Vec<String>) -> Scripted {
                 if n == 0 {
                     break;
                 }
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                seen.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 let Some(reply) = responses.next() else {
                     return;
                 };
@@ -58,54 +53,28 @@ async fn scripted(responses: Vec<String>) -> Scripted {
 }
 
 fn client(addr: &str, timeout: Duration, max_value: u64) -> HttpMds {
-    HttpMds::new(HttpConfig {
-        endpoint: addr.into(),
-        timeout,
-        max_value,
-    })
-    .unwrap()
+    HttpMds::new(HttpConfig { endpoint: addr.into(), timeout, max_value }).unwrap()
 }
 
 #[tokio::test]
 async fn requests_carry_the_flavor_and_host_headers() {
     let server = scripted(vec![response("200 OK", FLAVOR, "my-project")]).await;
     let mds = client(&server.addr, Duration::from_secs(5), 1024);
-    assert_eq!(
-        &mds.get("project/project-id").await.unwrap()[..],
-        b"my-project"
-    );
+    assert_eq!(&mds.get("project/project-id").await.unwrap()[..], b"my-project");
     let head = server.heads.lock().unwrap()[0].to_ascii_lowercase();
-    assert!(
-        head.starts_with("get /computemetadata/v1/project/project-id http/1.1"),
-        "{head}"
-    );
+    assert!(head.starts_with("get /computemetadata/v1/project/project-id http/1.1"), "{head}");
     assert!(head.contains("metadata-flavor: google\r\n"), "{head}");
-    assert!(
-        head.contains("host: metadata.google.internal\r\n"),
-        "{head}"
-    );
+    assert!(head.contains("host: metadata.google.internal\r\n"), "{head}");
 }
 
 #[tokio::test]
 async fn a_response_without_the_flavor_header_is_refused_whatever_its_status() {
-    for status in [
-        "200 OK",
-        "404 Not Found",
-        "403 Forbidden",
-        "503 Service Unavailable",
-    ] {
+    for status in ["200 OK", "404 Not Found", "403 Forbidden", "503 Service Unavailable"] {
         let server = scripted(vec![response(status, "", "<html>proxy</html>")]).await;
         let mds = client(&server.addr, Duration::from_secs(5), 1024);
         let err = mds.get("instance/id").await.unwrap_err();
-        assert!(
-            matches!(err, Error::Misconfigured { .. }),
-            "{status}: {err:?}"
-        );
-        assert_eq!(
-            server.heads.lock().unwrap().len(),
-            1,
-            "{status}: not retried"
-        );
+        assert!(matches!(err, Error::Misconfigured { .. }), "{status}: {err:?}");
+        assert_eq!(server.heads.lock().unwrap().len(), 1, "{status}: not retried");
     }
 }
 
@@ -119,10 +88,7 @@ async fn redirects_are_not_followed() {
     )])
     .await;
     let mds = client(&server.addr, Duration::from_secs(5), 1024);
-    assert!(matches!(
-        mds.get("instance").await,
-        Err(Error::Misconfigured { .. })
-    ));
+    assert!(matches!(mds.get("instance").await, Err(Error::Misconfigured { .. })));
     assert_eq!(server.heads.lock().unwrap().len(), 1);
 }
 
@@ -139,43 +105,47 @@ async fn server_errors_and_429_are_retried_client_errors_are_not() {
     let mds = client(&server.addr, Duration::from_secs(10), 1024);
     assert_eq!(&mds.get("instance/id").await.unwrap()[..], b"42");
     assert_eq!(server.heads.lock().unwrap().len(), 4);
-    assert!(matches!(
-        mds.get("instance/id").await,
-        Err(Error::BadRequest { .. })
-    ));
+    assert!(matches!(mds.get("instance/id").await, Err(Error::BadRequest { .. })));
     assert_eq!(server.heads.lock().unwrap().len(), 5);
 }
 
 #[tokio::test]
 async fn retries_stop_inside_the_timeout() {
-    let outage: Vec<String> = (0..100)
-        .map(|_| response("503 Service Unavailable", FLAVOR, ""))
-        .collect();
+    let outage: Vec<String> =
+        (0..100).map(|_| response("503 Service Unavailable", FLAVOR, "")).collect();
     let server = scripted(outage).await;
     let mds = client(&server.addr, Duration::from_secs(1), 1024);
     let start = std::time::Instant::now();
     let err = mds.get("instance/id").await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    assert!(
-        start.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(
-        server.heads.lock().unwrap().len() >= 3,
-        "retried with backoff"
-    );
+    assert!(start.elapsed() < Duration::from_millis(1500), "{:?}", start.elapsed());
+    assert!(server.heads.lock().unwrap().len() >= 3, "retried with backoff");
 }
 
 #[tokio::test]
-async fn an_unreachable_endpoint_fails_within_the_timeout() {
-    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = unused.local_addr().unwrap().to_string();
-    drop(unused);
-    let mds = client(&addr, Duration::from_secs(1), 1024);
+async fn an_unreachable_endpoint_fails_within_the_timeout_and_then_at_once() {
+    // Nothing listens on port 1: every connection is refused.
+    let mds = client("127.0.0.1:1", Duration::from_secs(1), 1024);
     let start = std::time::Instant::now();
     assert!(mds.get("instance/id").await.unwrap_err().is_transient());
     assert!(start.elapsed() < Duration::from_millis(1500));
+    let start = std::time::Instant::now();
+    let err = mds.get("instance/zone").await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+    assert!(err.is_transient() && err.to_string().contains("not retried yet"), "{err}");
+}
+
+#[tokio::test]
+async fn http_errors_do_not_hold_other_requests_back() {
+    let mut script: Vec<String> =
+        (0..100).map(|_| response("503 Service Unavailable", FLAVOR, "")).collect();
+    script.insert(0, response("500 Internal Server Error", FLAVOR, ""));
+    let server = scripted(script).await;
+    let mds = client(&server.addr, Duration::from_millis(300), 1024);
+    mds.get("instance/service-accounts/default/identity?audience=x").await.unwrap_err();
+    let seen = server.heads.lock().unwrap().len();
+    mds.get("instance/id").await.unwrap_err();
+    assert!(server.heads.lock().unwrap().len() > seen, "the next request was sent");
 }
 
 #[tokio::test]

@@ -41,10 +41,7 @@ impl Permissions {
                 || SECRET_ATTRIBUTE_PREFIXES.iter().any(|p| key.starts_with(p))
         });
         secret_attribute
-            || self
-                .secret_paths
-                .iter()
-                .any(|glob| glob_match(glob.trim_start_matches('/'), path))
+            || self.secret_paths.iter().any(|glob| glob_match(glob.trim_start_matches('/'), path))
     }
 }
 
@@ -80,34 +77,15 @@ mod tests {
         let token = "instance/service-accounts/default/token";
         assert_eq!(perms.mode(token, &Kind::Token), (0o400, 0));
         assert_eq!(perms.mode("project/project-id", &Kind::Value), (0o444, 0));
+        assert_eq!(perms.mode("instance/attributes/startup-script", &Kind::Value).0, 0o400);
         assert_eq!(
-            perms
-                .mode("instance/attributes/startup-script", &Kind::Value)
-                .0,
+            perms.mode("project/attributes/windows-startup-script-ps1", &Kind::Value).0,
             0o400
         );
-        assert_eq!(
-            perms
-                .mode(
-                    "project/attributes/windows-startup-script-ps1",
-                    &Kind::Value
-                )
-                .0,
-            0o400
-        );
-        assert_eq!(
-            perms.mode("project/attributes/db-password", &Kind::Value).0,
-            0o400
-        );
-        assert_eq!(
-            perms.mode("instance/attributes/ssh-keys", &Kind::Value).0,
-            0o444
-        );
+        assert_eq!(perms.mode("project/attributes/db-password", &Kind::Value).0, 0o400);
+        assert_eq!(perms.mode("instance/attributes/ssh-keys", &Kind::Value).0, 0o444);
         assert_eq!(perms.mode("instance", &Kind::Dir).0, 0o555);
-        let grouped = Permissions {
-            secret_gid: Some(42),
-            ..perms
-        };
+        let grouped = Permissions { secret_gid: Some(42), ..perms };
         assert_eq!(grouped.mode(token, &Kind::AccessToken), (0o440, 42));
     }
 

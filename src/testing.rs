@@ -32,12 +32,7 @@ impl FakeMds {
     }
 
     pub fn requests(&self, path: &str) -> usize {
-        self.requests
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.requests.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     pub fn total_requests(&self) -> usize {
@@ -52,19 +47,11 @@ impl FakeMds {
             mds.set(path, value);
             let mut child = path.to_string();
             while let Some((parent, name)) = child.rsplit_once('/') {
-                let entry = if child == *path {
-                    name.to_string()
-                } else {
-                    format!("{name}/")
-                };
+                let entry = if child == *path { name.to_string() } else { format!("{name}/") };
                 dirs.entry(format!("{parent}/")).or_default().push(entry);
                 child = parent.to_string();
             }
-            let top = if child == *path {
-                child.clone()
-            } else {
-                format!("{child}/")
-            };
+            let top = if child == *path { child.clone() } else { format!("{child}/") };
             dirs.entry(String::new()).or_default().push(top);
         }
         for (dir, mut entries) in dirs {
@@ -79,23 +66,10 @@ impl FakeMds {
 
 impl Mds for FakeMds {
     async fn get(&self, path: &str) -> Result<Bytes> {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry(path.into())
-            .or_default() += 1;
+        *self.requests.lock().unwrap().entry(path.into()).or_default() += 1;
         if self.down.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable {
-                path: path.into(),
-                reason: "down".into(),
-            });
+            return Err(Error::Unavailable { path: path.into(), reason: "down".into() });
         }
-        self.answers
-            .lock()
-            .unwrap()
-            .get(path)
-            .cloned()
-            .unwrap_or(Err(Error::NotFound))
+        self.answers.lock().unwrap().get(path).cloned().unwrap_or(Err(Error::NotFound))
     }
 }

@@ -36,9 +36,7 @@ pub struct Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("access_token", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("Token").field("access_token", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -133,12 +131,7 @@ pub struct Tokens<M> {
 
 impl<M: Mds> Tokens<M> {
     pub fn new(mds: Arc<M>, clock: SharedClock, margin: Duration) -> Self {
-        Tokens {
-            mds,
-            clock,
-            margin,
-            slots: Mutex::new(HashMap::new()),
-        }
+        Tokens { mds, clock, margin, slots: Mutex::new(HashMap::new()) }
     }
 
     /// A token that has not expired: the cached one, or a fresh one if it has.
@@ -235,35 +228,18 @@ impl<M: Mds> Tokens<M> {
     fn install(&self, slot: &Slot, path: &str, token: Token) {
         let now = self.clock.now();
         let mut state = slot.state.lock().unwrap();
-        let same = state
-            .token
-            .as_ref()
-            .is_some_and(|t| t.access_token == token.access_token);
-        let planned = token
-            .expiry
-            .instant()
-            .checked_sub(self.margin)
-            .unwrap_or(now);
-        state.next_refresh = if same || planned <= now {
-            now + REPOLL
-        } else {
-            planned
-        };
+        let same = state.token.as_ref().is_some_and(|t| t.access_token == token.access_token);
+        let planned = token.expiry.instant().checked_sub(self.margin).unwrap_or(now);
+        state.next_refresh = if same || planned <= now { now + REPOLL } else { planned };
         if !same {
-            info!(
-                "{path}: new token, expires in {} s",
-                token.expires_in(&self.clock)
-            );
+            info!("{path}: new token, expires in {} s", token.expires_in(&self.clock));
         }
         state.token = Some(token);
     }
 
     fn usable(&self, slot: &Slot) -> Option<Token> {
         let state = slot.state.lock().unwrap();
-        state
-            .token
-            .clone()
-            .filter(|t| !t.expiry.is_expired(&*self.clock))
+        state.token.clone().filter(|t| !t.expiry.is_expired(&*self.clock))
     }
 
     fn slot(&self, path: &str) -> Arc<Slot> {
@@ -273,10 +249,7 @@ impl<M: Mds> Tokens<M> {
             .or_insert_with(|| {
                 Arc::new(Slot {
                     fill: Flight::default(),
-                    state: Mutex::new(State {
-                        token: None,
-                        next_refresh: self.clock.now(),
-                    }),
+                    state: Mutex::new(State { token: None, next_refresh: self.clock.now() }),
                 })
             })
             .clone()
@@ -301,11 +274,7 @@ mod tests {
     fn setup() -> (Arc<ManualClock>, Arc<FakeMds>, Arc<Tokens<FakeMds>>) {
         let clock = Arc::new(ManualClock::default());
         let mds = Arc::new(FakeMds::default());
-        let tokens = Arc::new(Tokens::new(
-            mds.clone(),
-            clock.clone(),
-            Duration::from_secs(240),
-        ));
+        let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), Duration::from_secs(240)));
         (clock, mds, tokens)
     }
 
@@ -344,11 +313,7 @@ mod tests {
         tokens.refresh_due().await;
         assert_eq!(mds.requests(PATH), 3);
         assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.two");
-        assert_eq!(
-            mds.requests(PATH),
-            3,
-            "readers are served the refreshed token from cache"
-        );
+        assert_eq!(mds.requests(PATH), 3, "readers are served the refreshed token from cache");
     }
 
     #[tokio::test]
@@ -370,10 +335,7 @@ mod tests {
     #[tokio::test]
     async fn undecodable_token_json_is_refused_without_quoting_it() {
         let (_, mds, tokens) = setup();
-        mds.set(
-            PATH,
-            r#"{"access_token":"ya29.secret","expires_in":"soon"}"#,
-        );
+        mds.set(PATH, r#"{"access_token":"ya29.secret","expires_in":"soon"}"#);
         let err = tokens.get(PATH).await.unwrap_err();
         assert!(matches!(err, Error::Misconfigured { .. }), "{err:?}");
         assert!(!err.to_string().contains("ya29"), "{err}");

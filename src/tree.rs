@@ -43,10 +43,7 @@ pub struct Inodes {
 
 impl Default for Inodes {
     fn default() -> Self {
-        let root = Node {
-            path: String::new(),
-            kind: Kind::Dir,
-        };
+        let root = Node { path: String::new(), kind: Kind::Dir };
         Inodes {
             nodes: HashMap::from([(ROOT, (root, 1))]),
             by_path: HashMap::from([(String::new(), ROOT)]),
@@ -57,10 +54,7 @@ impl Default for Inodes {
 
 impl Inodes {
     pub fn get(&self, ino: u64) -> Result<Node> {
-        self.nodes
-            .get(&ino)
-            .map(|(node, _)| node.clone())
-            .ok_or(Error::Stale)
+        self.nodes.get(&ino).map(|(node, _)| node.clone()).ok_or(Error::Stale)
     }
 
     /// The inode for `node`, created if needed, with one more kernel reference.
@@ -118,8 +112,7 @@ pub fn child_path(parent: &str, name: &str) -> String {
 
 /// `instance/service-accounts/ACCOUNT` → `Some(ACCOUNT)`.
 pub fn service_account(dir: &str) -> Option<&str> {
-    dir.strip_prefix("instance/service-accounts/")
-        .filter(|account| !account.contains('/'))
+    dir.strip_prefix("instance/service-accounts/").filter(|account| !account.contains('/'))
 }
 
 /// Check a name the kernel asks about before anything is sent to the MDS
@@ -158,10 +151,7 @@ mod tests {
     use super::*;
 
     fn node(path: &str) -> Node {
-        Node {
-            path: path.into(),
-            kind: Kind::Value,
-        }
+        Node { path: path.into(), kind: Kind::Value }
     }
 
     #[test]
@@ -174,11 +164,7 @@ mod tests {
         inodes.forget(a, 1);
         assert_eq!(inodes.get(a), Err(Error::Stale));
         assert_eq!(inodes.ino_of("project/project-id"), None);
-        assert_ne!(
-            inodes.lookup(node("project/project-id")),
-            a,
-            "numbers are not reused"
-        );
+        assert_ne!(inodes.lookup(node("project/project-id")), a, "numbers are not reused");
         inodes.forget(ROOT, 100);
         assert_eq!(inodes.get(ROOT).unwrap().kind, Kind::Dir);
     }
@@ -195,14 +181,8 @@ mod tests {
     fn paths_and_accounts() {
         assert_eq!(child_path("", "instance"), "instance");
         assert_eq!(child_path("instance", "id"), "instance/id");
-        assert_eq!(
-            service_account("instance/service-accounts/default"),
-            Some("default")
-        );
-        assert_eq!(
-            service_account("instance/service-accounts/default/token"),
-            None
-        );
+        assert_eq!(service_account("instance/service-accounts/default"), Some("default"));
+        assert_eq!(service_account("instance/service-accounts/default/token"), None);
         assert_eq!(service_account("project"), None);
     }
 }

@@ -4,14 +4,8 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs")).args(args).output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]
@@ -20,10 +14,7 @@ fn bad_command_lines_exit_2_naming_the_problem() {
         (&[], "MOUNTPOINT"),
         (&["/nonexistent-mountpoint"], "does not exist"),
         (&["/etc/hostname"], "not a directory"),
-        (
-            &["/tmp", "-o", "frobnicate"],
-            "unknown mount option 'frobnicate'",
-        ),
+        (&["/tmp", "-o", "frobnicate"], "unknown mount option 'frobnicate'"),
         (&["/tmp", "-o", "ttl=soon"], "'soon' for mount option 'ttl'"),
         (&["--timeout=-3", "/tmp"], "--timeout"),
         (&["--max-entries", "many", "/tmp"], "many"),
@@ -35,10 +26,7 @@ fn bad_command_lines_exit_2_naming_the_problem() {
         let (code, stderr) = run(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
-        assert!(
-            stderr.lines().count() <= 8,
-            "{args:?}: long message: {stderr}"
-        );
+        assert!(stderr.lines().count() <= 8, "{args:?}: long message: {stderr}");
     }
 }
 
@@ -46,20 +34,10 @@ fn bad_command_lines_exit_2_naming_the_problem() {
 fn help_and_version_exit_0() {
     let (code, _) = run(&["--version"]);
     assert_eq!(code, 0);
-    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs")).arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for option in [
-        "--emulate",
-        "--endpoint",
-        "--ttl",
-        "--timeout",
-        "--refresh-margin",
-        "-o",
-    ] {
+    for option in ["--emulate", "--endpoint", "--ttl", "--timeout", "--refresh-margin", "-o"] {
         assert!(help.contains(option), "{option} missing from --help");
     }
 }

@@ -29,26 +29,17 @@ fn detection_ping_headers_and_security_checks() {
     assert!(name.header("date").is_some());
     let no_header = emu.req("GET", &format!("{V1}/instance/name"), &[], b"");
     assert_eq!(no_header.status, 403);
-    assert!(no_header
-        .text()
-        .contains("Missing Metadata-Flavor:Google header."));
+    assert!(no_header.text().contains("Missing Metadata-Flavor:Google header."));
     assert_eq!(no_header.header("metadata-flavor"), Some("Google"));
     let xff = emu.req(
         "GET",
         &format!("{V1}/instance/name"),
-        &[
-            ("Metadata-Flavor", "Google"),
-            ("X-Forwarded-For", "10.0.0.1"),
-        ],
+        &[("Metadata-Flavor", "Google"), ("X-Forwarded-For", "10.0.0.1")],
         b"",
     );
     assert_eq!(xff.status, 403);
-    let lower = emu.req(
-        "GET",
-        &format!("{V1}/instance/name"),
-        &[("metadata-flavor", "Google")],
-        b"",
-    );
+    let lower =
+        emu.req("GET", &format!("{V1}/instance/name"), &[("metadata-flavor", "Google")], b"");
     assert_eq!(lower.status, 200);
 }
 
@@ -56,10 +47,7 @@ fn detection_ping_headers_and_security_checks() {
 fn listings_redirects_and_404s() {
     let emu = Emu::start(&[]);
     let project = emu.md("/project/");
-    assert_eq!(
-        project.text(),
-        "attributes/\nnumeric-project-id\nproject-id\n"
-    );
+    assert_eq!(project.text(), "attributes/\nnumeric-project-id\nproject-id\n");
     assert!(project.header("etag").is_some());
     assert_eq!(emu.md("/instance/disks/").text(), "0/\n1/\n");
     let redirect = emu.md("/instance");
@@ -68,12 +56,7 @@ fn listings_redirects_and_404s() {
     let location = format!("http://{}/computeMetadata/v1/instance/", emu.addr);
     assert_eq!(redirect.header("location"), Some(location.as_str()));
     assert_eq!(redirect.header("metadata-flavor"), Some("Google"));
-    for missing in [
-        "/instance/nope",
-        "/instance/disks/9/",
-        "/instance/name/",
-        "/instance/tags/0",
-    ] {
+    for missing in ["/instance/nope", "/instance/disks/9/", "/instance/name/", "/instance/tags/0"] {
         assert_eq!(emu.md(missing).status, 404, "{missing}");
     }
     assert_eq!(emu.md("/instance/attributes/empty-value").status, 200);
@@ -85,42 +68,21 @@ fn recursive_and_alt_renderings() {
     let emu = Emu::start(&[]);
     let all = emu.md("/?recursive=true");
     assert_eq!(all.header("content-type"), Some("application/json"));
-    assert!(
-        all.text().contains("\"id\":5737554347302044216,"),
-        "exact 64-bit digits"
-    );
+    assert!(all.text().contains("\"id\":5737554347302044216,"), "exact 64-bit digits");
     let v = all.json();
     assert_eq!(v["project"]["numericProjectId"], json!(523926462582u64));
-    assert_eq!(
-        v["instance"]["networkInterfaces"][0]["accessConfigs"][0]["type"],
-        "ONE_TO_ONE_NAT"
-    );
+    assert_eq!(v["instance"]["networkInterfaces"][0]["accessConfigs"][0]["type"], "ONE_TO_ONE_NAT");
     assert!(v["instance"]["serviceAccounts"]["default"]["token"].is_null());
     let text = emu.md("/instance/?recursive=true&alt=text").text();
     assert!(text.contains("disks/1/device-name data\n"), "{text}");
-    assert!(
-        text.contains("attributes/startup-script #!/bin/bash\n"),
-        "{text}"
-    );
+    assert!(text.contains("attributes/startup-script #!/bin/bash\n"), "{text}");
     assert_eq!(emu.md("/instance/tags").text(), "[\"http-server\",\"ssh\"]");
-    assert_eq!(
-        emu.md("/instance/tags?alt=text").text(),
-        "http-server\nssh\n"
-    );
-    assert_eq!(
-        emu.md("/instance/id?alt=json").header("content-type"),
-        Some("application/json")
-    );
+    assert_eq!(emu.md("/instance/tags?alt=text").text(), "http-server\nssh\n");
+    assert_eq!(emu.md("/instance/id?alt=json").header("content-type"), Some("application/json"));
     assert_eq!(emu.md("/project/?alt=json").status, 400);
     // One ETag for every rendering of a leaf; listing and recursive ETags of a dir differ.
-    assert_eq!(
-        emu.md("/instance/tags").etag(),
-        emu.md("/instance/tags?alt=text").etag()
-    );
-    assert_ne!(
-        emu.md("/project/").etag(),
-        emu.md("/project/?recursive=true").etag()
-    );
+    assert_eq!(emu.md("/instance/tags").etag(), emu.md("/instance/tags?alt=text").etag());
+    assert_ne!(emu.md("/project/").etag(), emu.md("/project/?recursive=true").etag());
 }
 
 #[test]
@@ -131,10 +93,7 @@ fn wait_for_change_returns_the_new_value() {
     let etag = first.etag();
     // A different last_etag (or 0) answers at once.
     let at_once = emu.get(&format!("{path}?wait_for_change=true&last_etag=0"));
-    assert_eq!(
-        (at_once.text().as_str(), at_once.etag()),
-        ("NONE", etag.clone())
-    );
+    assert_eq!((at_once.text().as_str(), at_once.etag()), ("NONE", etag.clone()));
     let addr = emu.addr.clone();
     let target = format!("{path}?wait_for_change=true&last_etag={etag}&timeout_sec=30");
     let waiter = std::thread::spawn(move || {
@@ -158,16 +117,11 @@ fn wait_for_change_returns_the_new_value() {
     assert_eq!(emu.get(&path).etag(), etag);
     // timeout_sec answers with the current value.
     let started = Instant::now();
-    let timed = emu.get(&format!(
-        "{path}?wait_for_change=true&last_etag={etag}&timeout_sec=1"
-    ));
+    let timed = emu.get(&format!("{path}?wait_for_change=true&last_etag={etag}&timeout_sec=1"));
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!((timed.status, timed.etag()), (200, etag));
     assert_eq!(emu.md("/project/?wait_for_change=true").status, 400);
-    assert_eq!(
-        emu.md(&format!("{SA}/token?wait_for_change=true")).status,
-        400
-    );
+    assert_eq!(emu.md(&format!("{SA}/token?wait_for_change=true")).status, 400);
 }
 
 #[test]
@@ -210,16 +164,8 @@ fn hundreds_of_hanging_requests_do_not_starve_others() {
     });
     let started = Instant::now();
     assert_eq!(emu.md("/project/project-id").text(), "emulated-project");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        started.elapsed()
-    );
-    emu.control(
-        "PUT",
-        "/emulator/values/instance/attributes/team",
-        "changed",
-    );
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    emu.control("PUT", "/emulator/values/instance/attributes/team", "changed");
     for w in waiters {
         assert_eq!(w.join().unwrap().text(), "changed");
     }
@@ -234,8 +180,7 @@ fn token(emu: &Emu, query: &str) -> Value {
 
 fn tokeninfo(emu: &Emu, token: &Value) -> Value {
     let t = token["access_token"].as_str().unwrap();
-    emu.control("GET", &format!("/emulator/tokeninfo?access_token={t}"), "")
-        .json()
+    emu.control("GET", &format!("/emulator/tokeninfo?access_token={t}"), "").json()
 }
 
 #[test]
@@ -243,24 +188,13 @@ fn tokens_are_cached_until_the_window_and_controllable() {
     let emu = Emu::start(&["--token-lifetime", "305", "--cache-window", "300"]);
     let a = token(&emu, "");
     assert_eq!(a["token_type"], "Bearer");
-    assert!(a["access_token"]
-        .as_str()
-        .unwrap()
-        .starts_with("ya29.emulated."));
+    assert!(a["access_token"].as_str().unwrap().starts_with("ya29.emulated."));
     assert!(a["expires_in"].as_u64().unwrap() >= 301);
     let email = "523926462582-compute@developer.gserviceaccount.com";
-    let b = emu
-        .md(&format!("/instance/service-accounts/{email}/token"))
-        .json();
-    assert_eq!(
-        a["access_token"], b["access_token"],
-        "default and the email share tokens"
-    );
+    let b = emu.md(&format!("/instance/service-accounts/{email}/token")).json();
+    assert_eq!(a["access_token"], b["access_token"], "default and the email share tokens");
     let info = tokeninfo(&emu, &a);
-    assert_eq!(
-        (info["email"].as_str(), info["account"].as_str()),
-        (Some(email), Some("default"))
-    );
+    assert_eq!((info["email"].as_str(), info["account"].as_str()), (Some(email), Some("default")));
     // After ~5 s only the cache window is left: a new token with the full lifetime.
     let c = eventually(Duration::from_secs(20), "a new token", || {
         let t = token(&emu, "");
@@ -268,25 +202,15 @@ fn tokens_are_cached_until_the_window_and_controllable() {
     });
     assert!(c["expires_in"].as_u64().unwrap() >= 301);
     // Expire and revoke through the control endpoints.
-    assert_eq!(
-        emu.control("POST", "/emulator/tokens/expire?account=default", "")
-            .status,
-        200
-    );
+    assert_eq!(emu.control("POST", "/emulator/tokens/expire?account=default", "").status, 200);
     let d = token(&emu, "");
     assert_ne!(d["access_token"], c["access_token"]);
     assert_eq!(tokeninfo(&emu, &c)["expired"], true);
-    assert_eq!(
-        emu.control("POST", "/emulator/tokens/revoke", "").status,
-        200
-    );
+    assert_eq!(emu.control("POST", "/emulator/tokens/revoke", "").status, 200);
     assert_eq!(tokeninfo(&emu, &d)["revoked"], true);
     assert_ne!(token(&emu, "")["access_token"], d["access_token"]);
     let forged = emu.control("GET", "/emulator/tokeninfo?access_token=ya29.forged", "");
-    assert_eq!(
-        (forged.status, forged.json()),
-        (400, json!({"error": "invalid_token"}))
-    );
+    assert_eq!((forged.status, forged.json()), (400, json!({"error": "invalid_token"})));
 }
 
 #[test]
@@ -294,24 +218,13 @@ fn scoped_tokens_need_enforce_scopes_and_a_subset() {
     let emu = Emu::start(&[]);
     let logging = "https://www.googleapis.com/auth/logging.write";
     let full = token(&emu, &format!("?scopes={logging}"));
-    assert_eq!(
-        tokeninfo(&emu, &full)["scopes"].as_array().unwrap().len(),
-        6
-    );
+    assert_eq!(tokeninfo(&emu, &full)["scopes"].as_array().unwrap().len(), 6);
     let narrow = token(&emu, &format!("?scopes={logging}&enforce_scopes=true"));
     assert_eq!(tokeninfo(&emu, &narrow)["scopes"], json!([logging]));
     assert_ne!(full["access_token"], narrow["access_token"]);
     let other = "https://www.googleapis.com/auth/cloud-platform";
-    assert_eq!(
-        emu.md(&format!("{SA}/token?scopes={other}&enforce_scopes=true"))
-            .status,
-        400
-    );
-    assert_eq!(
-        emu.md(&format!("{SA}/token?scopes={logging}&enforce_scopes=false"))
-            .status,
-        400
-    );
+    assert_eq!(emu.md(&format!("{SA}/token?scopes={other}&enforce_scopes=true")).status, 400);
+    assert_eq!(emu.md(&format!("{SA}/token?scopes={logging}&enforce_scopes=false")).status, 400);
 }
 
 #[test]
@@ -332,10 +245,7 @@ fn identity_tokens_are_fresh_jwts() {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(payload["aud"], "https://example.com");
     assert_eq!(payload["iss"], "https://accounts.google.com");
-    assert_eq!(
-        payload["exp"].as_u64().unwrap(),
-        payload["iat"].as_u64().unwrap() + 3600
-    );
+    assert_eq!(payload["exp"].as_u64().unwrap(), payload["iat"].as_u64().unwrap() + 3600);
     let ce = &payload["google"]["compute_engine"];
     assert_eq!(ce["instance_id"], "5737554347302044216");
     assert_eq!(ce["project_number"], json!(523926462582u64));
@@ -343,9 +253,7 @@ fn identity_tokens_are_fresh_jwts() {
     assert_eq!(ce["license_id"], json!(["3853522013536123851"]));
     let standard = emu.md(&format!("{SA}/identity?audience=x")).text();
     let p: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(standard.split('.').nth(1).unwrap())
-            .unwrap(),
+        &URL_SAFE_NO_PAD.decode(standard.split('.').nth(1).unwrap()).unwrap(),
     )
     .unwrap();
     assert!(p.get("google").is_none());
@@ -358,19 +266,12 @@ fn guest_attributes_read_write_delete() {
     let key = format!("{V1}/instance/guest-attributes/testing/key_1");
     assert_eq!(emu.req("PUT", &key, &flavor, b"hello").status, 200);
     assert_eq!(emu.get(&key).text(), "hello");
-    assert_eq!(
-        emu.md("/instance/guest-attributes/testing/").text(),
-        "key_1\n"
-    );
+    assert_eq!(emu.md("/instance/guest-attributes/testing/").text(), "key_1\n");
     let bad = format!("{V1}/instance/guest-attributes/testing/bad.key");
     assert_eq!(emu.req("PUT", &bad, &flavor, b"x").status, 400);
     let no_ns = format!("{V1}/instance/guest-attributes/lonely");
     assert_eq!(emu.req("PUT", &no_ns, &flavor, b"x").status, 400);
-    assert_eq!(
-        emu.req("PUT", &key, &[], b"x").status,
-        403,
-        "needs the flavor header"
-    );
+    assert_eq!(emu.req("PUT", &key, &[], b"x").status, 403, "needs the flavor header");
     assert_eq!(emu.req("DELETE", &key, &flavor, b"").status, 200);
     assert_eq!(emu.get(&key).status, 404);
     assert_eq!(emu.md("/instance/guest-attributes/").text(), "hostkeys/\n");
@@ -398,15 +299,8 @@ fn guest_attributes_disabled_unless_enabled() {
         b"v",
     );
     assert_eq!(put.status, 403);
-    assert!(emu
-        .md("/?recursive=true")
-        .text()
-        .contains("\"guestAttributes\":{}"));
-    emu.control(
-        "PUT",
-        "/emulator/values/project/attributes/enable-guest-attributes",
-        "TRUE",
-    );
+    assert!(emu.md("/?recursive=true").text().contains("\"guestAttributes\":{}"));
+    emu.control("PUT", "/emulator/values/project/attributes/enable-guest-attributes", "TRUE");
     assert_eq!(emu.md("/instance/guest-attributes/").status, 200);
 }
 
@@ -414,71 +308,34 @@ fn guest_attributes_disabled_unless_enabled() {
 fn control_values_create_change_and_delete() {
     let emu = Emu::start(&[]);
     let before = emu.md("/instance/?recursive=true").etag();
-    assert_eq!(
-        emu.control("PUT", "/emulator/values/instance/attributes/fooBar", "1")
-            .status,
-        200
-    );
+    assert_eq!(emu.control("PUT", "/emulator/values/instance/attributes/fooBar", "1").status, 200);
     assert_eq!(emu.md("/instance/attributes/fooBar").text(), "1");
     assert_ne!(emu.md("/instance/?recursive=true").etag(), before);
-    assert_eq!(
-        emu.control("PUT", "/emulator/values/instance/new-dir/some-key", "x")
-            .status,
-        200
-    );
+    assert_eq!(emu.control("PUT", "/emulator/values/instance/new-dir/some-key", "x").status, 200);
     let v = emu.md("/instance/?recursive=true").json();
+    assert_eq!(v["attributes"]["fooBar"], "1", "attribute keys stay verbatim");
+    assert_eq!(v["newDir"]["someKey"], "x", "server-style keys are camelCase in JSON");
+    assert_eq!(emu.control("DELETE", "/emulator/values/instance/new-dir", "").status, 200);
     assert_eq!(
-        v["attributes"]["fooBar"], "1",
-        "attribute keys stay verbatim"
-    );
-    assert_eq!(
-        v["newDir"]["someKey"], "x",
-        "server-style keys are camelCase in JSON"
-    );
-    assert_eq!(
-        emu.control("DELETE", "/emulator/values/instance/new-dir", "")
-            .status,
-        200
-    );
-    assert_eq!(
-        emu.control("DELETE", "/emulator/values/instance/attributes/fooBar", "")
-            .status,
+        emu.control("DELETE", "/emulator/values/instance/attributes/fooBar", "").status,
         200
     );
     assert_eq!(emu.md("/instance/?recursive=true").etag(), before);
-    assert_eq!(
-        emu.control("DELETE", "/emulator/values/instance/nope", "")
-            .status,
-        404
-    );
-    assert_eq!(
-        emu.control("PUT", "/emulator/values/instance/id/x", "1")
-            .status,
-        409
-    );
+    assert_eq!(emu.control("DELETE", "/emulator/values/instance/nope", "").status, 404);
+    assert_eq!(emu.control("PUT", "/emulator/values/instance/id/x", "1").status, 409);
     emu.control("PUT", "/emulator/values/instance/id", "42");
-    assert!(emu
-        .md("/instance/?recursive=true")
-        .text()
-        .contains("\"id\":42,"));
+    assert!(emu.md("/instance/?recursive=true").text().contains("\"id\":42,"));
 }
 
 #[test]
 fn control_faults_and_counters() {
     let emu = Emu::start(&[]);
     let fault = |body: Value| {
-        assert_eq!(
-            emu.control("POST", "/emulator/faults", &body.to_string())
-                .status,
-            200
-        )
+        assert_eq!(emu.control("POST", "/emulator/faults", &body.to_string()).status, 200)
     };
     fault(json!({"prefix": "/computeMetadata/v1/instance/", "status": 503, "count": 2}));
     let r = emu.md("/instance/name");
-    assert_eq!(
-        (r.status, r.header("metadata-flavor")),
-        (503, Some("Google"))
-    );
+    assert_eq!((r.status, r.header("metadata-flavor")), (503, Some("Google")));
     assert_eq!(emu.md("/instance/name").status, 503);
     assert_eq!(emu.md("/instance/name").status, 200);
     assert_eq!(emu.md("/project/project-id").status, 200);
@@ -502,11 +359,7 @@ fn control_faults_and_counters() {
     assert_eq!(emu.control("DELETE", "/emulator/faults", "").status, 200);
     assert_eq!(emu.control("GET", "/emulator/faults", "").json(), json!([]));
     assert_eq!(emu.md("/project/project-id").status, 200);
-    assert_eq!(
-        emu.control("POST", "/emulator/faults", "{\"status\":500}")
-            .status,
-        400
-    );
+    assert_eq!(emu.control("POST", "/emulator/faults", "{\"status\":500}").status, 400);
     let counters = emu.control("GET", "/emulator/counters", "").json();
     assert_eq!(
         counters["/computeMetadata/v1/instance/name"], 3,
@@ -515,10 +368,7 @@ fn control_faults_and_counters() {
     assert_eq!(counters["/computeMetadata/v1/project/project-id"], 6);
     assert!(counters.get("/emulator/counters").is_none());
     assert_eq!(emu.control("DELETE", "/emulator/counters", "").status, 200);
-    assert_eq!(
-        emu.control("GET", "/emulator/counters", "").json(),
-        json!({})
-    );
+    assert_eq!(emu.control("GET", "/emulator/counters", "").json(), json!({}));
 }
 
 #[test]
@@ -534,30 +384,17 @@ fn fixtures_and_command_line_errors() {
     assert_eq!(emu.md("/instance/id").text(), "18446744073709551615");
     assert_eq!(emu.md("/instance/virtual-clock/drift-token").text(), "0");
     assert_eq!(emu.md("/project/attributes/sshKeys").text(), "k");
-    assert_eq!(
-        emu.md("/instance/service-accounts/").text(),
-        "sa@p.iam.gserviceaccount.com/\n"
-    );
-    assert_eq!(
-        emu.md(&format!("{SA}/token")).status,
-        404,
-        "no default account in this fixture"
-    );
+    assert_eq!(emu.md("/instance/service-accounts/").text(), "sa@p.iam.gserviceaccount.com/\n");
+    assert_eq!(emu.md(&format!("{SA}/token")).status, 404, "no default account in this fixture");
     drop(emu);
 
     let bad = dir.path().join("bad.json");
-    std::fs::write(
-        &bad,
-        "{\"instance\":{\"disks\":[{\"index\":0},\"x\"]},\"project\":{}}",
-    )
-    .unwrap();
+    std::fs::write(&bad, "{\"instance\":{\"disks\":[{\"index\":0},\"x\"]},\"project\":{}}")
+        .unwrap();
     let out = run_cli(&["--fixture", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("instance.disks[1]: expected an object"),
-        "{err}"
-    );
+    assert!(err.contains("instance.disks[1]: expected an object"), "{err}");
     std::fs::write(&bad, "{\n  \"instance\": {\n    \"id\": ,\n").unwrap();
     let err = String::from_utf8_lossy(&run_cli(&["--fixture", bad.to_str().unwrap()]).stderr)
         .into_owned();
@@ -565,10 +402,7 @@ fn fixtures_and_command_line_errors() {
 
     let out = run_cli(&["--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
-        1
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
 }
 
 fn run_cli(args: &[&str]) -> std::process::Output {
@@ -594,11 +428,7 @@ fn trace_logs_never_contain_token_bytes() {
     let mut emu = Emu::start_with_env(&[], &[("RUST_LOG", "trace")]);
     let access = token(&emu, "");
     let access = access["access_token"].as_str().unwrap().to_string();
-    let info = emu.control(
-        "GET",
-        &format!("/emulator/tokeninfo?access_token={access}"),
-        "",
-    );
+    let info = emu.control("GET", &format!("/emulator/tokeninfo?access_token={access}"), "");
     assert_eq!(info.status, 200);
     let id = emu.md(&format!("{SA}/identity?audience=x")).text();
     let pid = emu.child.id() as libc::pid_t;
@@ -606,12 +436,7 @@ fn trace_logs_never_contain_token_bytes() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     emu.wait_exit(Duration::from_secs(10));
     let mut log = String::new();
-    emu.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    emu.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(log.contains("/token -> 200"), "trace logging is on: {log}");
     for secret in [access.as_str(), id.as_str(), "ya29.", "eyJ"] {
         assert!(!log.contains(secret), "log leaks {secret}");
@@ -625,10 +450,7 @@ fn library_starts_with_and_without_a_runtime() {
     let r = request(&emu.addr().to_string(), "GET", "/", &[], b"").unwrap();
     assert_eq!(r.status, 200);
     emu.shutdown();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let emu = Emulator::start(EmulatorConfig::default()).unwrap();
         let addr = emu.addr().to_string();
@@ -638,10 +460,7 @@ fn library_starts_with_and_without_a_runtime() {
         assert_eq!(r.status, 200);
         drop(emu);
     });
-    let bad = EmulatorConfig {
-        fixture: Some("/nonexistent.json".into()),
-        ..Default::default()
-    };
+    let bad = EmulatorConfig { fixture: Some("/nonexistent.json".into()), ..Default::default() };
     let err = Emulator::start(bad).unwrap_err().to_string();
     assert!(err.starts_with("fixture /nonexistent.json: "), "{err}");
 }

@@ -10,10 +10,7 @@ use emulator_support::Emu;
 #[test]
 fn google_auth_uses_the_emulator() {
     let emu = Emu::start(&[]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/google_auth_check.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/google_auth_check.py");
     let config = tempfile::tempdir().unwrap();
     let out = match std::process::Command::new("python3")
         .arg(script)
@@ -41,9 +38,6 @@ fn google_auth_uses_the_emulator() {
         eprintln!("skipped: {stdout}(pip install google-auth requests to run this test)");
         return;
     }
-    assert!(
-        out.status.success(),
-        "google-auth check failed:\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success(), "google-auth check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("all google-auth checks passed"), "{stdout}");
 }

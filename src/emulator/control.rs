@@ -116,17 +116,9 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Response {
             }
         }
         ("/tokens/expire" | "/tokens/revoke" | "/faults" | "/counters" | "/tokeninfo", _) => {
-            Response::plain(
-                405,
-                JSON,
-                json!({"error": "method not allowed"}).to_string(),
-            )
+            Response::plain(405, JSON, json!({"error": "method not allowed"}).to_string())
         }
-        _ => Response::plain(
-            404,
-            JSON,
-            json!({"error": "no such control endpoint"}).to_string(),
-        ),
+        _ => Response::plain(404, JSON, json!({"error": "no such control endpoint"}).to_string()),
     }
 }
 

@@ -60,10 +60,7 @@ pub(crate) fn route(
 
 fn token(st: &mut State, req: &Request, account: &str, now: Millis) -> Response {
     let email = account_email(st, account);
-    let own: Vec<String> = match st
-        .tree
-        .get(&["instance", "service-accounts", account, "scopes"])
-    {
+    let own: Vec<String> = match st.tree.get(&["instance", "service-accounts", account, "scopes"]) {
         Some(Node::Leaf(Leaf::List(items))) => items.clone(),
         Some(Node::Leaf(l)) => l.text().lines().map(str::to_string).collect(),
         _ => Vec::new(),
@@ -108,12 +105,7 @@ fn identity(st: &mut State, req: &Request, account: &str, now: Millis) -> Respon
     let full = req.param("format") == Some("full");
     let licenses = full && req.param("licenses").is_some_and(truthy);
     let claims = full.then(|| instance_claims(st));
-    let jwt = st.tokens.identity(
-        audience,
-        &email,
-        claims.as_ref().map(|c| (c, licenses)),
-        now,
-    );
+    let jwt = st.tokens.identity(audience, &email, claims.as_ref().map(|c| (c, licenses)), now);
     Response::mds(200, TEXT, jwt)
 }
 
@@ -162,9 +154,7 @@ pub(crate) fn hidden_guest_attributes(st: &State) -> Option<&Node> {
 
 fn guest(st: &mut State, req: &Request, rest: &[&str], slash: bool) -> Action {
     let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     let r = match (&req.method, rest) {
         (m, [ns, key]) if *m == Method::PUT || *m == Method::DELETE => {
@@ -176,10 +166,7 @@ fn guest(st: &mut State, req: &Request, rest: &[&str], slash: bool) -> Action {
                 )
             } else if *m == Method::PUT {
                 let value = String::from_utf8_lossy(&req.body).into_owned();
-                match st
-                    .tree
-                    .set(&["instance", "guest-attributes", ns, key], &value)
-                {
+                match st.tree.set(&["instance", "guest-attributes", ns, key], &value) {
                     Ok(()) => {
                         st.changed();
                         Response::mds(200, TEXT, "")
@@ -197,10 +184,9 @@ fn guest(st: &mut State, req: &Request, rest: &[&str], slash: bool) -> Action {
                 not_found(&req.path)
             }
         }
-        (m, _) if *m == Method::PUT || *m == Method::DELETE => error_text(
-            400,
-            "Guest attributes must have a namespace: use NAMESPACE/KEY.",
-        ),
+        (m, _) if *m == Method::PUT || *m == Method::DELETE => {
+            error_text(400, "Guest attributes must have a namespace: use NAMESPACE/KEY.")
+        }
         _ => error_page(405, "The request method is not allowed for this URL."),
     };
     Action::Respond(r)

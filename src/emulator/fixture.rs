@@ -26,14 +26,8 @@ pub(crate) const BUILTIN: &str = include_str!("builtin.json");
 /// Arrays whose scalar items are served as indexed leaves rather than as one value list.
 const INDEXED_SCALARS: [&str; 3] = ["forwarded-ips", "ip-aliases", "ipv6-forwarded-ips"];
 /// Names that are value lists even when empty (an empty array elsewhere is an empty directory).
-const VALUE_LISTS: [&str; 6] = [
-    "tags",
-    "scopes",
-    "aliases",
-    "dns-servers",
-    "target-instance-ips",
-    "ipv6-dns-servers",
-];
+const VALUE_LISTS: [&str; 6] =
+    ["tags", "scopes", "aliases", "dns-servers", "target-instance-ips", "ipv6-dns-servers"];
 /// Arrays whose items must be objects.
 const OBJECT_ARRAYS: [&str; 4] = ["disks", "licenses", "network-interfaces", "access-configs"];
 
@@ -50,20 +44,15 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Node, FixtureError> {
         None => parse(BUILTIN, "built-in fixture"),
         Some(p) => {
             let origin = format!("fixture {}", p.display());
-            let text = std::fs::read_to_string(p).map_err(|e| FixtureError {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| FixtureError { origin: origin.clone(), message: e.to_string() })?;
             parse(&text, &origin)
         }
     }
 }
 
 pub(crate) fn parse(text: &str, origin: &str) -> Result<Node, FixtureError> {
-    let fail = |message: String| FixtureError {
-        origin: origin.to_string(),
-        message,
-    };
+    let fail = |message: String| FixtureError { origin: origin.to_string(), message };
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let full = e.to_string();
         let what = full.split(" at line ").next().unwrap_or(&full).to_string();
@@ -82,17 +71,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Node, FixtureError> {
     let mut tree = convert(&value, &mut Vec::new(), "").map_err(fail)?;
     // Real dumps always carry `guestAttributes` (§6); PUTs need the directory to exist.
     if let Node::Object(root) = &mut tree {
-        if let Some(Child {
-            node: Node::Object(instance),
-            ..
-        }) = root.get_mut("instance")
-        {
-            instance
-                .entry("guest-attributes".into())
-                .or_insert_with(|| Child {
-                    json_key: "guestAttributes".into(),
-                    node: Node::empty_dir(),
-                });
+        if let Some(Child { node: Node::Object(instance), .. }) = root.get_mut("instance") {
+            instance.entry("guest-attributes".into()).or_insert_with(|| Child {
+                json_key: "guestAttributes".into(),
+                node: Node::empty_dir(),
+            });
         }
     }
     Ok(tree)
@@ -120,11 +103,8 @@ fn convert(value: &Value, dir: &mut Vec<String>, shown: &str) -> Result<Node, St
             let mut children = BTreeMap::new();
             for (key, v) in map {
                 let path_name = if verbatim { key.clone() } else { dashed(key) };
-                let child_shown = if shown.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{shown}.{key}")
-                };
+                let child_shown =
+                    if shown.is_empty() { key.clone() } else { format!("{shown}.{key}") };
                 check_child(dir, v).map_err(|m| format!("{child_shown}: {m}"))?;
                 if path_name.is_empty() || path_name.contains('/') {
                     return Err(format!("{child_shown}: not a usable metadata key"));
@@ -132,10 +112,7 @@ fn convert(value: &Value, dir: &mut Vec<String>, shown: &str) -> Result<Node, St
                 dir.push(path_name.clone());
                 let node = convert(v, dir, &child_shown);
                 dir.pop();
-                let child = Child {
-                    json_key: key.clone(),
-                    node: node?,
-                };
+                let child = Child { json_key: key.clone(), node: node? };
                 if children.insert(path_name.clone(), child).is_some() {
                     return Err(format!("{child_shown}: duplicate key {path_name:?}"));
                 }
@@ -204,32 +181,13 @@ mod tests {
     #[test]
     fn builtin_parses_and_maps_names() {
         let tree = parse(BUILTIN, "built-in").unwrap();
-        assert_eq!(
-            tree.text_at(&["project", "numeric-project-id"]).unwrap(),
-            "523926462582"
-        );
-        assert_eq!(
-            tree.text_at(&["instance", "id"]).unwrap(),
-            "5737554347302044216"
-        );
+        assert_eq!(tree.text_at(&["project", "numeric-project-id"]).unwrap(), "523926462582");
+        assert_eq!(tree.text_at(&["instance", "id"]).unwrap(), "5737554347302044216");
+        assert!(tree.get(&["instance", "disks", "1", "device-name"]).is_some());
         assert!(tree
-            .get(&["instance", "disks", "1", "device-name"])
+            .get(&["instance", "network-interfaces", "0", "access-configs", "0", "external-ip"])
             .is_some());
-        assert!(tree
-            .get(&[
-                "instance",
-                "network-interfaces",
-                "0",
-                "access-configs",
-                "0",
-                "external-ip"
-            ])
-            .is_some());
-        assert_eq!(
-            tree.text_at(&["instance", "attributes", "empty-value"])
-                .unwrap(),
-            ""
-        );
+        assert_eq!(tree.text_at(&["instance", "attributes", "empty-value"]).unwrap(), "");
         assert!(tree.get(&["instance", "forwarded-ips"]).is_none());
         let nic = tree.get(&["instance", "network-interfaces", "0"]).unwrap();
         assert_eq!(
@@ -258,9 +216,7 @@ mod tests {
         )
         .unwrap();
         assert!(t.get(&["instance", "attributes", "sshKeys"]).is_some());
-        assert!(t
-            .get(&["instance", "service-accounts", "a@b.c", "email"])
-            .is_some());
+        assert!(t.get(&["instance", "service-accounts", "a@b.c", "email"]).is_some());
     }
 
     #[test]
@@ -270,15 +226,9 @@ mod tests {
                 "{\n  \"instance\": {\n    \"id\": ,\n",
                 "fixture f.json: line 3 column 11: expected value",
             ),
-            (
-                "[]",
-                "fixture f.json: expected a JSON object at the top level",
-            ),
+            ("[]", "fixture f.json: expected a JSON object at the top level"),
             (r#"{"project":{}}"#, "fixture f.json: instance: missing"),
-            (
-                r#"{"instance":[],"project":{}}"#,
-                "fixture f.json: instance: expected an object",
-            ),
+            (r#"{"instance":[],"project":{}}"#, "fixture f.json: instance: expected an object"),
             (
                 r#"{"instance":{"disks":[{"index":0},"x"]},"project":{}}"#,
                 "fixture f.json: instance.disks[1]: expected an object",
@@ -311,9 +261,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let e = load(Some(Path::new("/nonexistent/x.json")))
-            .unwrap_err()
-            .to_string();
+        let e = load(Some(Path::new("/nonexistent/x.json"))).unwrap_err().to_string();
         assert!(e.starts_with("fixture /nonexistent/x.json: "), "{e}");
     }
 }

@@ -80,11 +80,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     fn now(action: Action) -> Reply {
-        Reply {
-            action,
-            delay: Duration::ZERO,
-            strip_flavor: false,
-        }
+        Reply { action, delay: Duration::ZERO, strip_flavor: false }
     }
 }
 
@@ -97,11 +93,7 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
     let fault = control::take_fault(&mut st.faults, &req.path);
     let action = match &fault {
         Some(f) if f.drop => Action::Drop,
-        Some(Fault {
-            body: Some(body),
-            status,
-            ..
-        }) => {
+        Some(Fault { body: Some(body), status, .. }) => {
             // The normal response (never hanging), with its body (and status) replaced.
             let mut r = match serve(st, req, now, false) {
                 Action::Respond(r) => r,
@@ -111,10 +103,9 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
             r.status = status.unwrap_or(r.status);
             Action::Respond(r)
         }
-        Some(Fault {
-            status: Some(status),
-            ..
-        }) => Action::Respond(error_page(*status, "Injected by the emulator.")),
+        Some(Fault { status: Some(status), .. }) => {
+            Action::Respond(error_page(*status, "Injected by the emulator."))
+        }
         _ => serve(st, req, now, true),
     };
     Reply {
@@ -143,9 +134,8 @@ pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) 
             "Legacy metadata endpoints are disabled. Please use the /v1/ endpoint.",
         ));
     }
-    let Some(rest) = path
-        .strip_prefix("/computeMetadata/v1")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
+    let Some(rest) =
+        path.strip_prefix("/computeMetadata/v1").filter(|r| r.is_empty() || r.starts_with('/'))
     else {
         return respond(not_found(path));
     };
@@ -161,10 +151,7 @@ pub(crate) fn serve(st: &mut State, req: &Request, now: Millis, may_wait: bool) 
         return action;
     }
     if req.method != Method::GET && req.method != Method::HEAD {
-        return respond(error_page(
-            405,
-            "The request method is not allowed for this URL.",
-        ));
+        return respond(error_page(405, "The request method is not allowed for this URL."));
     }
     serve_tree(st, req, &segs, slash, may_wait)
 }
@@ -203,11 +190,7 @@ fn serve_tree(st: &State, req: &Request, segs: &[&str], slash: bool, may_wait: b
                     "wait_for_change is not supported on a directory listing; use recursive=true",
                 ));
             }
-            let extra: &[&str] = if is_account_dir(segs) {
-                &["token"]
-            } else {
-                &[]
-            };
+            let extra: &[&str] = if is_account_dir(segs) { &["token"] } else { &[] };
             let listing = node.listing(extra);
             let tag = etag("listing", &listing);
             (listing, TEXT, tag)
@@ -263,9 +246,7 @@ fn is_account_dir(segs: &[&str]) -> bool {
 
 /// 301 to `target`, body = the path (§3.2); `Location` is absolute, built from `Host`.
 pub(crate) fn redirect(target: &str, req: &Request) -> Response {
-    let host = req
-        .header_value("host")
-        .unwrap_or("metadata.google.internal");
+    let host = req.header_value("host").unwrap_or("metadata.google.internal");
     Response::mds(301, "text/html", format!("{target}\n"))
         .with("location", format!("http://{host}{target}"))
 }

@@ -41,8 +41,7 @@ impl Request {
     }
 
     pub(crate) fn header(mut self, name: &str, value: &str) -> Request {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
 
@@ -57,19 +56,12 @@ impl Request {
     }
 
     pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The last value of a query parameter.
     pub(crate) fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// `true|on|yes|1`, case-insensitive, as the MDS accepts them (§3.3); anything else is false.
@@ -107,11 +99,7 @@ impl Response {
 
     /// A control-endpoint response (not part of the MDS API, so no MDS headers).
     pub(crate) fn plain(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
-        Response {
-            status,
-            headers: vec![("content-type", content_type.into())],
-            body: body.into(),
-        }
+        Response { status, headers: vec![("content-type", content_type.into())], body: body.into() }
     }
 
     pub(crate) fn with(mut self, name: &'static str, value: String) -> Response {
@@ -121,10 +109,7 @@ impl Response {
 
     #[cfg(test)]
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     #[cfg(test)]
@@ -153,24 +138,16 @@ pub(crate) fn error_page(status: u16, detail: &str) -> Response {
 pub(crate) fn not_found(path: &str) -> Response {
     error_page(
         404,
-        &format!(
-            "The requested URL <code>{}</code> was not found on this server.",
-            escape(path)
-        ),
+        &format!("The requested URL <code>{}</code> was not found on this server.", escape(path)),
     )
 }
 
 pub(crate) fn reason(status: u16) -> &'static str {
-    hyper::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error")
+    hyper::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error")
 }
 
 pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {

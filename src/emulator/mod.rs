@@ -68,10 +68,7 @@ pub enum EmulatorError {
     #[error("{0}")]
     Fixture(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the emulator's runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -90,19 +87,12 @@ impl Emulator {
     pub fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         let tree = fixture::load(config.fixture.as_deref())
             .map_err(|e| EmulatorError::Fixture(e.to_string()))?;
-        let listen_err = |source| EmulatorError::Listen {
-            addr: config.listen,
-            source,
-        };
+        let listen_err = |source| EmulatorError::Listen { addr: config.listen, source };
         let listener = std::net::TcpListener::bind(config.listen).map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
-        let state = handler::State::new(
-            tree,
-            config.token_lifetime,
-            config.cache_window,
-            server::now_ms(),
-        );
+        let state =
+            handler::State::new(tree, config.token_lifetime, config.cache_window, server::now_ms());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("metadatafs-emulator")
@@ -119,11 +109,7 @@ impl Emulator {
             })
             .map_err(EmulatorError::Runtime)?;
         log::info!("emulator listening on {addr}");
-        Ok(Emulator {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        Ok(Emulator { addr, stop: Some(stop), thread: Some(thread) })
     }
 
     /// The address it listens on (`GCE_METADATA_HOST` for clients).

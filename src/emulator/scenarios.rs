@@ -22,10 +22,8 @@ fn action(st: &mut State, req: &Request, may_wait: bool) -> Action {
 #[test]
 fn wait_for_change_on_the_handler() {
     let mut st = state();
-    let etag = respond(&mut st, &md("/instance/maintenance-event"))
-        .header("etag")
-        .unwrap()
-        .to_string();
+    let etag =
+        respond(&mut st, &md("/instance/maintenance-event")).header("etag").unwrap().to_string();
     let waiting = md(&format!(
         "/instance/maintenance-event?wait_for_change=true&last_etag={etag}&timeout_sec=60"
     ));
@@ -34,11 +32,7 @@ fn wait_for_change_on_the_handler() {
         other => panic!("expected a wait, got {other:?}"),
     }
     assert!(matches!(
-        action(
-            &mut st,
-            &md("/instance/maintenance-event?wait_for_change=true"),
-            true
-        ),
+        action(&mut st, &md("/instance/maintenance-event?wait_for_change=true"), true),
         Action::Wait { timeout: None }
     ));
     // At the deadline: the current value with the same ETag.
@@ -48,12 +42,7 @@ fn wait_for_change_on_the_handler() {
     }
     let mut changes = st.subscribe();
     assert_eq!(
-        put(
-            &mut st,
-            "instance/maintenance-event",
-            "MIGRATE_ON_HOST_MAINTENANCE"
-        )
-        .status,
+        put(&mut st, "instance/maintenance-event", "MIGRATE_ON_HOST_MAINTENANCE").status,
         200
     );
     assert!(changes.has_changed().unwrap(), "a change wakes waiters");
@@ -67,35 +56,17 @@ fn wait_for_change_on_the_handler() {
     }
     // An unrelated change leaves a waiter on this value waiting.
     let new_etag = etag_of(&mut st, "/instance/maintenance-event");
-    let waiting = md(&format!(
-        "/instance/maintenance-event?wait_for_change=true&last_etag={new_etag}"
-    ));
+    let waiting =
+        md(&format!("/instance/maintenance-event?wait_for_change=true&last_etag={new_etag}"));
     put(&mut st, "instance/attributes/other", "x");
     assert!(changes.has_changed().unwrap());
-    assert!(matches!(
-        action(&mut st, &waiting, true),
-        Action::Wait { .. }
-    ));
+    assert!(matches!(action(&mut st, &waiting, true), Action::Wait { .. }));
     // A recursive wait sees descendants; a deleted value answers 404.
     let root = etag_of(&mut st, "/?recursive=true");
-    let recursive = md(&format!(
-        "/?recursive=true&wait_for_change=true&last_etag={root}"
-    ));
-    assert!(matches!(
-        action(&mut st, &recursive, true),
-        Action::Wait { .. }
-    ));
-    respond(
-        &mut st,
-        &Request::new(
-            Method::DELETE,
-            "/emulator/values/instance/maintenance-event",
-        ),
-    );
-    assert!(matches!(
-        action(&mut st, &recursive, true),
-        Action::Respond(_)
-    ));
+    let recursive = md(&format!("/?recursive=true&wait_for_change=true&last_etag={root}"));
+    assert!(matches!(action(&mut st, &recursive, true), Action::Wait { .. }));
+    respond(&mut st, &Request::new(Method::DELETE, "/emulator/values/instance/maintenance-event"));
+    assert!(matches!(action(&mut st, &recursive, true), Action::Respond(_)));
     match action(&mut st, &waiting, true) {
         Action::Respond(r) => assert_eq!(r.status, 404),
         other => panic!("{other:?}"),
@@ -135,14 +106,8 @@ fn control_values_keep_types_and_key_styles() {
     assert!(json.contains("\"id\":42,"), "{json}");
     assert!(json.contains("\"tags\":[\"a\",\"b\"]"), "{json}");
     assert!(json.contains("\"myKey\":\"v\""), "{json}");
-    assert!(
-        json.contains("\"newSection\":{\"someKey\":\"v\"}"),
-        "{json}"
-    );
-    assert_eq!(
-        respond(&mut st, &md("/instance/disks/")).text(),
-        "0/\n1/\n2/\n"
-    );
+    assert!(json.contains("\"newSection\":{\"someKey\":\"v\"}"), "{json}");
+    assert_eq!(respond(&mut st, &md("/instance/disks/")).text(), "0/\n1/\n2/\n");
     put(&mut st, "instance/id", "not a number");
     assert!(respond(&mut st, &md("/instance/?recursive=true"))
         .text()
@@ -151,17 +116,10 @@ fn control_values_keep_types_and_key_styles() {
     assert_eq!(put(&mut st, "instance/disks", "x").status, 409);
     assert_eq!(put(&mut st, "instance/name/x", "x").status, 409);
     let del = |st: &mut State, p: &str| {
-        respond(
-            st,
-            &Request::new(Method::DELETE, &format!("/emulator/values/{p}")),
-        )
-        .status
+        respond(st, &Request::new(Method::DELETE, &format!("/emulator/values/{p}"))).status
     };
     assert_eq!(del(&mut st, "instance/disks/0"), 200);
-    assert_eq!(
-        respond(&mut st, &md("/instance/disks/1/device-name")).text(),
-        "third"
-    );
+    assert_eq!(respond(&mut st, &md("/instance/disks/1/device-name")).text(), "third");
     assert_eq!(del(&mut st, "instance/disks/5"), 404);
 }
 
@@ -169,11 +127,7 @@ fn control_values_keep_types_and_key_styles() {
 fn faults_and_counters_on_the_handler() {
     let mut st = state();
     let post = |st: &mut State, body: &str| {
-        respond(
-            st,
-            &Request::new(Method::POST, "/emulator/faults").body(body),
-        )
-        .status
+        respond(st, &Request::new(Method::POST, "/emulator/faults").body(body)).status
     };
     assert_eq!(
         post(
@@ -182,35 +136,22 @@ fn faults_and_counters_on_the_handler() {
         ),
         200
     );
-    assert_eq!(
-        post(
-            &mut st,
-            r#"{"prefix":"/computeMetadata/v1/project/","no_flavor":true}"#
-        ),
-        200
-    );
-    assert_eq!(
-        post(&mut st, r#"{"prefix":"/","drop":true,"count":1}"#),
-        200
-    );
+    assert_eq!(post(&mut st, r#"{"prefix":"/computeMetadata/v1/project/","no_flavor":true}"#), 200);
+    assert_eq!(post(&mut st, r#"{"prefix":"/","drop":true,"count":1}"#), 200);
     assert_eq!(post(&mut st, r#"{"prefix":"/","bogus":1}"#), 400);
     assert_eq!(post(&mut st, r#"{"prefix":"/","count":0}"#), 400);
     for _ in 0..2 {
         let reply = handle(&mut st, &md("/instance/name"), T0);
         assert_eq!(reply.delay, Duration::from_millis(5));
         match reply.action {
-            Action::Respond(r) => assert_eq!(
-                (r.status, r.header("metadata-flavor")),
-                (429, Some("Google"))
-            ),
+            Action::Respond(r) => {
+                assert_eq!((r.status, r.header("metadata-flavor")), (429, Some("Google")))
+            }
             other => panic!("{other:?}"),
         }
     }
     // The 429 rule is used up: the next instance/ request meets the catch-all drop rule.
-    assert!(matches!(
-        handle(&mut st, &md("/instance/name"), T0).action,
-        Action::Drop
-    ));
+    assert!(matches!(handle(&mut st, &md("/instance/name"), T0).action, Action::Drop));
     assert_eq!(respond(&mut st, &md("/instance/name")).status, 200);
     for _ in 0..2 {
         let reply = handle(&mut st, &md("/project/project-id"), T0);
@@ -219,18 +160,12 @@ fn faults_and_counters_on_the_handler() {
     let token = "/computeMetadata/v1/instance/service-accounts/default/token";
     let rule = format!(r#"{{"prefix":"{token}","body":"{{not json","count":1}}"#);
     assert_eq!(post(&mut st, &rule), 200);
-    let r = respond(
-        &mut st,
-        &Request::get(token).header("Metadata-Flavor", "Google"),
-    );
+    let r = respond(&mut st, &Request::get(token).header("Metadata-Flavor", "Google"));
     assert_eq!((r.status, r.text().as_str()), (200, "{not json"));
     assert_eq!(r.header("content-type"), Some("application/json"));
     let rule = format!(r#"{{"prefix":"{token}","body":"x","status":500,"count":1}}"#);
     assert_eq!(post(&mut st, &rule), 200);
-    let r = respond(
-        &mut st,
-        &Request::get(token).header("Metadata-Flavor", "Google"),
-    );
+    let r = respond(&mut st, &Request::get(token).header("Metadata-Flavor", "Google"));
     assert_eq!((r.status, r.text().as_str()), (500, "x"));
     let clear = Request::new(Method::DELETE, "/emulator/faults");
     assert_eq!(respond(&mut st, &clear).status, 200);
@@ -241,10 +176,7 @@ fn faults_and_counters_on_the_handler() {
         r#"{"/computeMetadata/v1/instance/name":4,"/computeMetadata/v1/instance/service-accounts/default/token":2,"/computeMetadata/v1/project/project-id":3}"#
     );
     respond(&mut st, &Request::new(Method::DELETE, "/emulator/counters"));
-    assert_eq!(
-        respond(&mut st, &Request::get("/emulator/counters")).text(),
-        "{}"
-    );
+    assert_eq!(respond(&mut st, &Request::get("/emulator/counters")).text(), "{}");
 }
 
 /// §5.2 on a moved clock: `expires_in` counts down; a new token once only the window is left.
@@ -268,61 +200,28 @@ fn token_countdown_through_the_handler() {
     let c = token(&mut st, path, T0 + 3_300_000);
     assert_ne!(c["access_token"], a["access_token"]);
     let t = a["access_token"].as_str().unwrap();
-    let info = respond(
-        &mut st,
-        &Request::get(&format!("/emulator/tokeninfo?access_token={t}")),
-    );
+    let info = respond(&mut st, &Request::get(&format!("/emulator/tokeninfo?access_token={t}")));
     assert_eq!(info.status, 200);
     let logging = "https://www.googleapis.com/auth/logging.write";
-    let scoped = token(
-        &mut st,
-        &format!("{path}?scopes={logging}&enforce_scopes=yes"),
-        T0,
-    );
+    let scoped = token(&mut st, &format!("{path}?scopes={logging}&enforce_scopes=yes"), T0);
     assert_ne!(scoped["access_token"], c["access_token"]);
-    put(
-        &mut st,
-        "project/attributes/enable-access-token-enforce-scopes",
-        "true",
-    );
+    put(&mut st, "project/attributes/enable-access-token-enforce-scopes", "true");
     let forced = token(&mut st, &format!("{path}?scopes={logging}"), T0);
     assert_eq!(forced["access_token"], scoped["access_token"]);
-    let unknown = respond(
-        &mut st,
-        &Request::get("/emulator/tokeninfo?access_token=nope"),
-    );
-    assert_eq!(
-        (unknown.status, unknown.text().as_str()),
-        (400, r#"{"error":"invalid_token"}"#)
-    );
+    let unknown = respond(&mut st, &Request::get("/emulator/tokeninfo?access_token=nope"));
+    assert_eq!((unknown.status, unknown.text().as_str()), (400, r#"{"error":"invalid_token"}"#));
 }
 
 #[test]
 fn guest_attributes_follow_the_enable_key() {
     let mut st = state();
-    let put_ga = md("/instance/guest-attributes/ns/key-1")
-        .method(Method::PUT)
-        .body("v");
+    let put_ga = md("/instance/guest-attributes/ns/key-1").method(Method::PUT).body("v");
     assert_eq!(respond(&mut st, &put_ga).status, 200);
-    assert_eq!(
-        respond(&mut st, &md("/instance/guest-attributes/ns/key-1")).text(),
-        "v"
-    );
-    assert_eq!(
-        respond(&mut st, &md("/instance/guest-attributes/")).text(),
-        "hostkeys/\nns/\n"
-    );
+    assert_eq!(respond(&mut st, &md("/instance/guest-attributes/ns/key-1")).text(), "v");
+    assert_eq!(respond(&mut st, &md("/instance/guest-attributes/")).text(), "hostkeys/\nns/\n");
     // Instance attributes win over project attributes.
-    put(
-        &mut st,
-        "instance/attributes/enable-guest-attributes",
-        "FALSE",
-    );
-    put(
-        &mut st,
-        "project/attributes/enable-guest-attributes",
-        "TRUE",
-    );
+    put(&mut st, "instance/attributes/enable-guest-attributes", "FALSE");
+    put(&mut st, "project/attributes/enable-guest-attributes", "TRUE");
     let r = respond(&mut st, &md("/instance/guest-attributes/ns/key-1"));
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -341,19 +240,13 @@ fn guest_attributes_follow_the_enable_key() {
     );
     let del = md("/instance/guest-attributes/ns/key-1").method(Method::DELETE);
     assert_eq!(respond(&mut st, &del).status, 200);
-    assert_eq!(
-        respond(&mut st, &md("/instance/guest-attributes/")).text(),
-        "hostkeys/\n"
-    );
+    assert_eq!(respond(&mut st, &md("/instance/guest-attributes/")).text(), "hostkeys/\n");
 }
 
 #[test]
 fn redirect_location_uses_the_host() {
     let mut st = state();
-    let r = respond(
-        &mut st,
-        &md("/instance/disks").header("Host", "169.254.169.254"),
-    );
+    let r = respond(&mut st, &md("/instance/disks").header("Host", "169.254.169.254"));
     assert_eq!(r.status, 301);
     assert_eq!(
         r.header("location"),

@@ -29,15 +29,11 @@ pub(crate) type Shared = Arc<Mutex<State>>;
 struct Dropped;
 
 pub(crate) fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
 fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Accepts connections until `stop` fires; connection tasks die with the runtime.
@@ -85,11 +81,7 @@ async fn respond(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let request = Request {
         method: parts.method,
         path: parts.uri.path().to_string(),
@@ -98,10 +90,7 @@ async fn respond(
             .headers
             .iter()
             .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
+                (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
             })
             .collect(),
         body: body.to_vec(),

@@ -13,12 +13,7 @@ const V1: &str = "/computeMetadata/v1";
 
 pub(super) fn state() -> State {
     let tree = parse(BUILTIN, "built-in").unwrap();
-    State::new(
-        tree,
-        Duration::from_secs(3600),
-        Duration::from_secs(300),
-        T0,
-    )
+    State::new(tree, Duration::from_secs(3600), Duration::from_secs(300), T0)
 }
 
 pub(super) fn md(target: &str) -> Request {
@@ -28,10 +23,7 @@ pub(super) fn md(target: &str) -> Request {
 pub(super) fn respond(st: &mut State, req: &Request) -> Response {
     match handle(st, req, T0).action {
         Action::Respond(r) => r,
-        other => panic!(
-            "{} {}: expected a response, got {other:?}",
-            req.method, req.path
-        ),
+        other => panic!("{} {}: expected a response, got {other:?}", req.method, req.path),
     }
 }
 

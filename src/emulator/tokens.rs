@@ -221,10 +221,7 @@ fn filler<T: Hash>(seed: &T, len: usize) -> Vec<u8> {
 fn numeric_id(email: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     email.hash(&mut h);
-    format!(
-        "1{:020}",
-        h.finish() as u128 * 10 % 100_000_000_000_000_000_000
-    )
+    format!("1{:020}", h.finish() as u128 * 10 % 100_000_000_000_000_000_000)
 }
 
 #[cfg(test)]
@@ -237,10 +234,7 @@ mod tests {
     fn parse(body: &str) -> (String, u64) {
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["token_type"], "Bearer");
-        (
-            v["access_token"].as_str().unwrap().to_string(),
-            v["expires_in"].as_u64().unwrap(),
-        )
+        (v["access_token"].as_str().unwrap().to_string(), v["expires_in"].as_u64().unwrap())
     }
 
     #[test]
@@ -283,10 +277,7 @@ mod tests {
         let (o, _) = parse(&t.access_token("default", "other@x", &[], 0));
         assert_eq!(t.expire(Some(EMAIL), false, 10_000), 1);
         let info = t.info(&a, 10_000).unwrap();
-        assert_eq!(
-            (info["expired"].clone(), info["revoked"].clone()),
-            (json!(true), json!(false))
-        );
+        assert_eq!((info["expired"].clone(), info["revoked"].clone()), (json!(true), json!(false)));
         let (b, _) = parse(&t.access_token("default", EMAIL, &[], 10_000));
         assert_ne!(a, b);
         assert_eq!(t.expire(None, true, 20_000), 2);
@@ -313,10 +304,7 @@ mod tests {
         assert_eq!(payload["exp"], 5000 + 3600);
         assert_eq!(payload["aud"], "aud");
         assert_eq!(payload["google"]["compute_engine"]["project_number"], 42);
-        assert_eq!(
-            payload["google"]["compute_engine"]["license_id"],
-            json!(["7"])
-        );
+        assert_eq!(payload["google"]["compute_engine"]["license_id"], json!(["7"]));
         assert_eq!(numeric_id(EMAIL).len(), 21);
     }
 }

@@ -85,20 +85,12 @@ pub(crate) fn camel(dashed: &str) -> String {
 /// Whether the children of the directory at `parent` (path names) are user-defined and keep their
 /// spelling: attribute keys, service-account emails, guest-attribute namespaces and keys (§3.3).
 pub(crate) fn verbatim_children<S: AsRef<str>>(parent: &[S]) -> bool {
-    const USER_DIRS: [&str; 4] = [
-        "attributes",
-        "service-accounts",
-        "guest-attributes",
-        "partner-attributes",
-    ];
+    const USER_DIRS: [&str; 4] =
+        ["attributes", "service-accounts", "guest-attributes", "partner-attributes"];
     let n = parent.len();
     let is_user = |i: usize| USER_DIRS.contains(&parent[i].as_ref());
     (n >= 1 && is_user(n - 1))
-        || (n >= 2
-            && matches!(
-                parent[n - 2].as_ref(),
-                "guest-attributes" | "partner-attributes"
-            ))
+        || (n >= 2 && matches!(parent[n - 2].as_ref(), "guest-attributes" | "partner-attributes"))
 }
 
 impl Node {
@@ -151,10 +143,7 @@ impl Node {
                     let key = json_key(&segs[..i], seg.as_ref());
                     &mut map
                         .entry(seg.as_ref().to_string())
-                        .or_insert_with(|| Child {
-                            json_key: key,
-                            node: Node::empty_dir(),
-                        })
+                        .or_insert_with(|| Child { json_key: key, node: Node::empty_dir() })
                         .node
                 }
                 Node::Array(items) => array_slot(items, seg.as_ref(), here)?,
@@ -178,10 +167,7 @@ impl Node {
                 let key = json_key(parents, last.as_ref());
                 let new = fresh(map.get(last.as_ref()).map(|c| &c.node))?;
                 map.entry(last.as_ref().to_string())
-                    .or_insert_with(|| Child {
-                        json_key: key,
-                        node: Node::empty_dir(),
-                    })
+                    .or_insert_with(|| Child { json_key: key, node: Node::empty_dir() })
                     .node = new;
                 Ok(())
             }
@@ -199,9 +185,7 @@ impl Node {
         let Some((last, parents)) = segs.split_last() else {
             return false;
         };
-        let parent = parents
-            .iter()
-            .try_fold(self, |n, s| n.child_mut(s.as_ref()));
+        let parent = parents.iter().try_fold(self, |n, s| n.child_mut(s.as_ref()));
         match parent {
             Some(Node::Object(map)) => map.remove(last.as_ref()).is_some(),
             Some(Node::Array(items)) => match index(last.as_ref()) {
@@ -220,11 +204,9 @@ impl Node {
         let mut names: Vec<String> = match self {
             Node::Leaf(_) => Vec::new(),
             Node::Object(map) => map.iter().map(|(k, c)| entry_name(k, &c.node)).collect(),
-            Node::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, n)| entry_name(&i.to_string(), n))
-                .collect(),
+            Node::Array(items) => {
+                items.iter().enumerate().map(|(i, n)| entry_name(&i.to_string(), n)).collect()
+            }
         };
         names.extend(extra.iter().map(|s| s.to_string()));
         if matches!(self, Node::Object(_)) {
@@ -384,8 +366,5 @@ fn array_slot<'a>(
 }
 
 fn join<S: AsRef<str>>(segs: &[S]) -> String {
-    segs.iter()
-        .map(|s| s.as_ref())
-        .collect::<Vec<_>>()
-        .join("/")
+    segs.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join("/")
 }

@@ -45,14 +45,8 @@ impl Emulator {
             .spawn()
             .expect("start metadatafs-emulator");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .last()
-            .expect("address line")
-            .to_string();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.split_whitespace().last().expect("address line").to_string();
         Emulator { child, addr }
     }
 
@@ -63,21 +57,12 @@ impl Emulator {
 
     /// `GET /computeMetadata/v1/{path}` with the flavor header: (status, body).
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        http(
-            &self.addr,
-            "GET",
-            &format!("/computeMetadata/v1/{path}"),
-            b"",
-        )
+        http(&self.addr, "GET", &format!("/computeMetadata/v1/{path}"), b"")
     }
 
     pub fn control(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let (status, body) = http(
-            &self.addr,
-            method,
-            &format!("/emulator/{path}"),
-            body.as_bytes(),
-        );
+        let (status, body) =
+            http(&self.addr, method, &format!("/emulator/{path}"), body.as_bytes());
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -85,20 +70,13 @@ impl Emulator {
     pub fn count(&self, path: &str) -> u64 {
         let (_, body) = self.control("GET", "counters", "");
         let counters: serde_json::Value = serde_json::from_str(&body).expect("counters JSON");
-        counters[format!("/computeMetadata/v1/{path}")]
-            .as_u64()
-            .unwrap_or(0)
+        counters[format!("/computeMetadata/v1/{path}")].as_u64().unwrap_or(0)
     }
 
     pub fn total_count(&self) -> u64 {
         let (_, body) = self.control("GET", "counters", "");
         let counters: serde_json::Value = serde_json::from_str(&body).expect("counters JSON");
-        counters
-            .as_object()
-            .unwrap()
-            .values()
-            .filter_map(|v| v.as_u64())
-            .sum()
+        counters.as_object().unwrap().values().filter_map(|v| v.as_u64()).sum()
     }
 
     pub fn tokeninfo(&self, token: &str) -> serde_json::Value {
@@ -126,17 +104,11 @@ pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>)
     stream.write_all(body).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head");
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut body = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
     (status, body)
@@ -174,11 +146,8 @@ impl Mount {
     pub fn start_with(first: &[&str], args: &[&str], env: &[(&str, &str)]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         // Other users (the permission tests) must be able to walk to the mountpoint.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let mountpoint = dir.path().join("meta");
         std::fs::create_dir(&mountpoint).unwrap();
         let log = dir.path().join("metadatafs.log");
@@ -192,12 +161,7 @@ impl Mount {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start metadatafs");
-        let mut mount = Mount {
-            dir,
-            mountpoint,
-            child: Some(child),
-            log,
-        };
+        let mut mount = Mount { dir, mountpoint, child: Some(child), log };
         mount.wait_live();
         mount
     }
@@ -251,9 +215,7 @@ impl Mount {
 pub fn is_mounted(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let path = path.to_string_lossy();
-    mounts
-        .lines()
-        .any(|line| line.split_whitespace().nth(1) == Some(&*path))
+    mounts.lines().any(|line| line.split_whitespace().nth(1) == Some(&*path))
 }
 
 pub fn detach(path: &Path) {
@@ -302,8 +264,5 @@ pub fn as_nobody(program: &str, args: &[&Path]) -> (bool, String) {
             .output()
             .unwrap()
     };
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }

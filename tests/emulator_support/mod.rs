@@ -66,10 +66,7 @@ impl Emu {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "emulator did not exit within {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "emulator did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -91,10 +88,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -154,11 +148,7 @@ fn parse(raw: &[u8]) -> std::io::Result<Resp> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Resp {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    })
+    Ok(Resp { status, headers, body: raw[split + 4..].to_vec() })
 }
 
 /// Polls `check` until it returns `Some`, failing after `limit`.
