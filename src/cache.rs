@@ -5,7 +5,8 @@
 //!   `capacity × max_value` (the MDS client refuses larger bodies).
 //! - Concurrent readers of a missing or expired key cause one fetch: they queue on the key's
 //!   fill lock and the first one's result serves the rest, failures included (so a hundred
-//!   readers during an outage wait out one `timeout`, not a hundred in a row).
+//!   readers during an outage wait out one `timeout`, not a hundred in a row), and even when
+//!   it is already stale (`ttl=0`).
 //! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
 //!   value if there is one, which is then held for a short grace period so an outage does not
 //!   make every read wait out the timeout. Permanent failures are never papered over.
@@ -40,8 +41,8 @@ pub(crate) struct Flight {
     finished: AtomicU64,
 }
 
-/// A turn to fetch. [`Turn::shared_failure`] tells whether the fetch that ended while we
-/// waited failed; [`Turn::finish`] records how ours ended.
+/// A turn to fetch. [`Turn::shared_outcome`] tells how the fetch that ended while we waited
+/// ended, if one did; [`Turn::finish`] records how ours ended.
 pub(crate) struct Turn<'a> {
     flight: &'a Flight,
     guard: tokio::sync::MutexGuard<'a, Option<Error>>,
@@ -64,9 +65,9 @@ impl Flight {
 }
 
 impl Turn<'_> {
-    pub(crate) fn shared_failure(&self) -> Option<Error> {
+    pub(crate) fn shared_outcome(&self) -> Option<Result<(), Error>> {
         let waited_on_one = self.flight.finished.load(Ordering::SeqCst) != self.seen;
-        self.guard.clone().filter(|_| waited_on_one)
+        waited_on_one.then(|| self.guard.clone().map_or(Ok(()), Err))
     }
 
     pub(crate) fn finish<T>(mut self, result: &Result<T>) {
@@ -122,8 +123,15 @@ impl<V: Clone + Weight> Cache<V> {
         if let Some(entry) = self.fresh(&slot) {
             return Ok(entry);
         }
-        if let Some(err) = turn.shared_failure() {
-            return Err(err);
+        // Whoever we queued behind fetched for us, whatever the TTL (even `ttl=0`).
+        match turn.shared_outcome() {
+            Some(Err(err)) => return Err(err),
+            Some(Ok(())) => {
+                if let Some(entry) = slot.entry.lock().unwrap().clone() {
+                    return Ok(entry);
+                }
+            }
+            None => {}
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let result = match fetch().await {
@@ -307,6 +315,35 @@ mod tests {
             cache.get("k", || async { Ok((1, Duration::from_secs(1))) }).await.unwrap().value,
             1
         );
+    }
+
+    #[tokio::test]
+    async fn with_ttl_zero_queued_readers_still_share_one_fetch() {
+        let (_, cache) = cache(10);
+        let cache = Arc::new(cache);
+        let fetches = Arc::new(AtomicU64::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, fetches, mut gate) = (cache.clone(), fetches.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let fetch = || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        gate.wait_for(|open| *open).await.unwrap();
+                        Ok((9, Duration::ZERO))
+                    };
+                    cache.get("k", fetch).await.unwrap().value
+                })
+            })
+            .collect();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), 9);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -79,8 +79,9 @@ struct Child {
     dir: bool,
 }
 
-/// What the value cache holds for a path.
-#[derive(Debug, Clone)]
+/// What the value cache holds for a path. `Debug` shows sizes, never bytes: values may be
+/// secrets.
+#[derive(Clone)]
 enum Cached {
     Listing(Arc<Vec<Child>>),
     Value(Bytes),
@@ -97,10 +98,28 @@ impl Weight for Cached {
     }
 }
 
-#[derive(Debug)]
 enum Handle {
     File(Bytes),
     Dir(Arc<Vec<DirEntry>>),
+}
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cached::Listing(children) => write!(f, "Listing({} entries)", children.len()),
+            Cached::Value(bytes) => write!(f, "Value({} bytes)", bytes.len()),
+            Cached::Missing => write!(f, "Missing"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handle::File(bytes) => write!(f, "File({} bytes)", bytes.len()),
+            Handle::Dir(entries) => write!(f, "Dir({} entries)", entries.len()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -155,9 +174,21 @@ impl<M: Mds> Core<M> {
         Ok(entry)
     }
 
-    pub async fn getattr(&self, ino: u64) -> Result<Entry> {
+    /// With `fh`, the size is that open file's: `fstat` then agrees with what its reads
+    /// return (Node's `readFileSync` reads exactly `st_size` bytes), even if the value moved.
+    pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Entry> {
         let node = self.node(ino)?;
-        self.describe(ino, &node).await
+        let open_size = fh.and_then(|fh| match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::File(bytes)) => Some(bytes.len() as u64),
+            _ => None,
+        });
+        match open_size {
+            Some(size) => {
+                let attr = self.attr(ino, &node, FileType::RegularFile, size);
+                Ok(Entry { attr, ttl: Duration::ZERO })
+            }
+            None => self.describe(ino, &node).await,
+        }
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -305,14 +336,20 @@ impl<M: Mds> Core<M> {
             // parent listing's business, which caps the entry TTL in `lookup`.
             Kind::Dir => (FileType::Directory, 0, self.config.ttl),
             Kind::Symlink(target) => (FileType::Symlink, target.len() as u64, self.config.ttl),
-            _ => {
-                let (bytes, ttl) = self.content(node).await?;
-                (FileType::RegularFile, bytes.len() as u64, ttl)
-            }
+            _ => match self.content(node).await {
+                Ok((bytes, ttl)) => (FileType::RegularFile, bytes.len() as u64, ttl),
+                // A listed key the MDS answers only with parameters (`identity` wants an
+                // audience): it exists, so `ls -l` shows it; opening it says why it can't.
+                Err(Error::BadRequest { .. }) => (FileType::RegularFile, 0, Duration::ZERO),
+                Err(e) => return Err(e),
+            },
         };
+        Ok(Entry { attr: self.attr(ino, node, kind, size), ttl })
+    }
+
+    fn attr(&self, ino: u64, node: &Node, kind: FileType, size: u64) -> Attr {
         let (perm, gid) = self.config.permissions.mode(&node.path, &node.kind);
-        let uid = self.config.permissions.uid;
-        Ok(Entry { attr: Attr { ino, kind, size, perm, uid, gid }, ttl })
+        Attr { ino, kind, size, perm, uid: self.config.permissions.uid, gid }
     }
 
     /// A file's bytes and how long they stay valid.

@@ -45,7 +45,7 @@ fn fixture(mds: FakeMds) -> Fixture {
 
 impl Fixture {
     async fn walk(&self, path: &str) -> Result<Entry> {
-        let mut entry = self.core.getattr(ROOT).await?;
+        let mut entry = self.core.getattr(ROOT, None).await?;
         for name in path.split('/').filter(|n| !n.is_empty()) {
             entry = self.core.lookup(entry.attr.ino, OsStr::new(name)).await?;
         }
@@ -137,7 +137,7 @@ async fn kernel_ttls_never_outlive_the_cache() {
     let entry = f.walk("project/project-id").await.unwrap();
     assert_eq!(entry.ttl, TTL);
     f.clock.advance(Duration::from_secs(45));
-    let again = f.core.getattr(entry.attr.ino).await.unwrap();
+    let again = f.core.getattr(entry.attr.ino, None).await.unwrap();
     assert_eq!(again.ttl, Duration::from_secs(15));
     assert_eq!(f.walk(TOKEN).await.unwrap().ttl, Duration::ZERO, "token sizes move");
 }
@@ -150,7 +150,10 @@ async fn one_open_sees_one_value() {
     assert_eq!(&f.core.read(fh, 0, 2).unwrap()[..], b"my");
     f.clock.advance(TTL);
     f.mds.set("project/project-id", "other-value");
-    f.core.getattr(entry.attr.ino).await.unwrap();
+    let stat = f.core.getattr(entry.attr.ino, None).await.unwrap();
+    assert_eq!(stat.attr.size, 11, "stat by path sees the new value");
+    let fstat = f.core.getattr(entry.attr.ino, Some(fh)).await.unwrap();
+    assert_eq!(fstat.attr.size, 10, "fstat agrees with what this handle reads");
     assert_eq!(&f.core.read(fh, 2, 100).unwrap()[..], b"-project");
     f.core.release(fh);
     assert_eq!(f.core.read(fh, 0, 1).unwrap_err(), Error::Stale);
@@ -213,7 +216,26 @@ async fn writes_are_refused_and_forgotten_inodes_go_stale() {
     let entry = f.walk("project/project-id").await.unwrap();
     assert_eq!(f.core.open(entry.attr.ino, true).await.unwrap_err(), Error::ReadOnly);
     f.core.forget(entry.attr.ino, 1);
-    assert_eq!(f.core.getattr(entry.attr.ino).await.unwrap_err(), Error::Stale);
+    assert_eq!(f.core.getattr(entry.attr.ino, None).await.unwrap_err(), Error::Stale);
+}
+
+#[tokio::test]
+async fn a_listed_key_that_needs_parameters_can_be_listed_but_not_read() {
+    let f = fixture(tree());
+    let identity = "instance/service-accounts/default/identity";
+    let listing = "aliases\nemail\nidentity\nscopes\ntoken\n";
+    f.mds.set("instance/service-accounts/default/", listing);
+    f.mds.fail(identity, Error::BadRequest { path: identity.into() });
+    let entry = f.walk(identity).await.unwrap();
+    assert_eq!((entry.attr.size, entry.ttl), (0, Duration::ZERO));
+    assert_eq!(f.cat(identity).await.unwrap_err().errno(), libc::EINVAL);
+}
+
+#[test]
+fn debug_output_never_carries_values() {
+    let handle = Handle::File(Bytes::from_static(b"ya29.secret"));
+    let cached = Cached::Value(Bytes::from_static(b"ya29.secret"));
+    assert_eq!(format!("{handle:?} {cached:?}"), "File(11 bytes) Value(11 bytes)");
 }
 
 #[tokio::test]

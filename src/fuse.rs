@@ -105,11 +105,11 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         self.core.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let mounted_at = self.mounted_at;
         self.runtime.spawn(async move {
-            match core.getattr(ino.0).await {
+            match core.getattr(ino.0, fh.map(|fh| fh.0)).await {
                 Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr, mounted_at)),
                 Err(e) => reply.error(errno("getattr", &e)),
             }

@@ -144,7 +144,7 @@ impl<M: Mds> Tokens<M> {
         if let Some(token) = self.usable(&slot) {
             return Ok(token);
         }
-        if let Some(err) = turn.shared_failure() {
+        if let Some(Err(err)) = turn.shared_outcome() {
             return Err(err);
         }
         let result = match self.fetch(path).await {
