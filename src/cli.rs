@@ -66,13 +66,13 @@ struct Args {
     #[arg(long, value_name = "FIXTURE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     emulate: Option<String>,
     /// Seconds a value or listing is served from cache [default: 60]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds())]
     ttl: Option<u64>,
     /// Seconds a read may wait for the MDS before failing with EIO [default: 10]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds())]
     timeout: Option<u64>,
     /// Refresh tokens this many seconds before they expire [default: 240]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds())]
     refresh_margin: Option<u64>,
     /// Secret files become 0440 with this group
     #[arg(long, value_name = "NAME|GID")]
@@ -136,8 +136,8 @@ where
 {
     let mut args = Args::try_parse_from(args)?;
     let mut read_only = false;
-    for option in std::mem::take(&mut args.options).iter().flat_map(|o| o.split(',')) {
-        apply_option(&mut args, option.trim(), &mut read_only)?;
+    for option in join_lists(&std::mem::take(&mut args.options)) {
+        apply_option(&mut args, &option, &mut read_only)?;
     }
     let (source, mountpoint) = match args.positional.as_slice() {
         [mountpoint] => (None, mountpoint.clone()),
@@ -145,6 +145,8 @@ where
         _ => unreachable!("clap enforces 1..=2 positionals"),
     };
     check_mountpoint(&mountpoint)?;
+    // Absolute, so the daemon and mount tables agree on it whatever the working directory.
+    let mountpoint = std::path::absolute(&mountpoint).unwrap_or(mountpoint);
     let source_endpoint = source
         .clone()
         .filter(|s| !matches!(s.as_str(), "metadata" | "none" | "default" | "metadatafs"));
@@ -183,6 +185,45 @@ where
     })
 }
 
+/// The longest duration any option takes: ten years.
+const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(..=MAX_SECS)
+}
+
+/// Split `-o` values at commas, except that `token_scopes=a,b` keeps its list: a piece without
+/// `=` that is no option name belongs to the `token_scopes` before it.
+fn join_lists(options: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in options.iter().flat_map(|o| o.split(',')).map(str::trim) {
+        let continues_list = !piece.contains('=')
+            && !is_option_name(piece)
+            && out.last().is_some_and(|last| last.starts_with("token_scopes="));
+        match out.last_mut() {
+            Some(last) if continues_list => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_string()),
+        }
+    }
+    out
+}
+
+fn is_option_name(name: &str) -> bool {
+    const FLAGS: &[&str] = &[
+        "emulate",
+        "foreground",
+        "scoped_tokens",
+        "guest_attributes",
+        "allow_other",
+        "allow_root",
+        "ro",
+    ];
+    FLAGS.contains(&name) || IGNORED.contains(&name) || name.starts_with("x-")
+}
+
 fn usage_error(kind: ErrorKind, message: String) -> clap::Error {
     Args::command().error(kind, message)
 }
@@ -195,6 +236,15 @@ fn number<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<T, cl
             format!("invalid value '{value}' for mount option '{name}': expected a number"),
         )
     })
+}
+
+fn duration(name: &str, value: Option<&str>) -> Result<u64, clap::Error> {
+    let secs = number(name, value)?;
+    if secs > MAX_SECS {
+        let message = format!("mount option '{name}': {secs} seconds is more than ten years");
+        return Err(usage_error(ErrorKind::InvalidValue, message));
+    }
+    Ok(secs)
 }
 
 fn text(name: &str, value: Option<&str>) -> Result<String, clap::Error> {
@@ -217,9 +267,9 @@ fn apply_option(args: &mut Args, option: &str, read_only: &mut bool) -> Result<(
         "endpoint" => args.endpoint = Some(text(name, value)?),
         "emulate" => args.emulate = Some(value.unwrap_or("").to_string()),
         "foreground" => args.foreground = true,
-        "ttl" => args.ttl = Some(number(name, value)?),
-        "timeout" => args.timeout = Some(number(name, value)?),
-        "refresh_margin" => args.refresh_margin = Some(number(name, value)?),
+        "ttl" => args.ttl = Some(duration(name, value)?),
+        "timeout" => args.timeout = Some(duration(name, value)?),
+        "refresh_margin" => args.refresh_margin = Some(duration(name, value)?),
         "secret_group" => args.secret_group = Some(text(name, value)?),
         "secret_paths" => args.secret_paths = Some(text(name, value)?),
         "scoped_tokens" => args.scoped_tokens = true,
@@ -334,6 +384,14 @@ mod tests {
     }
 
     #[test]
+    fn token_scopes_keep_their_commas_inside_o() {
+        let config = parse_ok(&["/tmp", "-o", "token_scopes=a,b,allow_other,ttl=3"]);
+        assert_eq!(config.token_scopes, Some(vec!["a".to_string(), "b".to_string()]));
+        assert!(config.allow_other && config.scoped_tokens);
+        assert!(parse_err(&["/tmp", "-o", "ttl=3,b"]).contains("unknown mount option 'b'"));
+    }
+
+    #[test]
     fn endpoint_precedence() {
         let env = Some("env-host:1".to_string());
         let parse_env = |args: &[&str]| {
@@ -359,6 +417,8 @@ mod tests {
         assert!(parse_err(&[]).contains("MOUNTPOINT"));
         assert!(parse_err(&["/tmp", "-o", "bogus"]).contains("unknown mount option 'bogus'"));
         assert!(parse_err(&["/tmp", "-o", "ttl=abc"]).contains("'abc' for mount option 'ttl'"));
+        assert!(parse_err(&["/tmp", "-o", "ttl=18446744073709551615"]).contains("ten years"));
+        assert!(parse_err(&["--timeout", "18446744073709551615", "/tmp"]).contains("--timeout"));
         assert!(parse_err(&["--ttl", "x", "/tmp"]).contains("'x'"));
         assert!(parse_err(&["/nonexistent-dir"]).contains("does not exist"));
         assert!(parse_err(&["/etc/hostname"]).contains("is not a directory"));

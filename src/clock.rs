@@ -73,8 +73,15 @@ impl Expiry {
         Expiry(instant)
     }
 
+    /// `validity` from now; absurdly long validities saturate at a century instead of
+    /// overflowing.
     pub fn from_now(clock: &dyn Clock, validity: Duration) -> Self {
-        Expiry(clock.now() + validity)
+        Expiry::after(clock.now(), validity)
+    }
+
+    pub fn after(start: Instant, validity: Duration) -> Self {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        Expiry(start.checked_add(validity.min(CENTURY)).unwrap_or(start))
     }
 
     /// Already expired: the moment is now.

@@ -26,6 +26,12 @@ use crate::mds::Mds;
 /// How soon to ask again when the MDS answered a refresh with the token we already had, or
 /// failed to answer it.
 pub const REPOLL: Duration = Duration::from_secs(10);
+/// Tokens nobody has read for this long are no longer refreshed in the background; the next
+/// read fetches one. Each refresh holds one of the account's limited tokens
+/// (reference/metadata-api.md §5.2).
+pub const IDLE: Duration = Duration::from_secs(3600);
+/// Longer than any real token lives: a bigger `expires_in` means the endpoint is not an MDS.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
@@ -55,7 +61,9 @@ fn bearer() -> String {
 impl Token {
     /// Parse the MDS token response fetched from `path`. An undecodable body means the endpoint
     /// is not a real MDS; the error names the path, never the body.
-    pub fn parse(path: &str, body: &[u8], clock: &SharedClock) -> Result<Token> {
+    /// `requested` is when the request was sent: the MDS counted `expires_in` from no earlier
+    /// than that, so anchoring there never believes a token lives longer than it does.
+    pub fn parse(path: &str, body: &[u8], requested: Instant) -> Result<Token> {
         let misconfigured = |reason: &str| Error::Misconfigured {
             path: path.into(),
             reason: format!("undecodable token JSON ({reason})"),
@@ -67,11 +75,19 @@ impl Token {
         if json.access_token.is_empty() || json.access_token.chars().any(|c| c.is_control()) {
             return Err(misconfigured("bad access_token"));
         }
-        let lifetime = Duration::from_secs(json.expires_in.max(0) as u64);
+        if json.expires_in > MAX_LIFETIME.as_secs() as i64 {
+            return Err(misconfigured("expires_in out of range"));
+        }
+        if json.expires_in < 1 {
+            return Err(Error::Unavailable {
+                path: path.into(),
+                reason: "the metadata server handed out an expired token".into(),
+            });
+        }
         Ok(Token {
             access_token: json.access_token,
             token_type: json.token_type,
-            expiry: Expiry::from_now(&**clock, lifetime),
+            expiry: Expiry::after(requested, Duration::from_secs(json.expires_in as u64)),
         })
     }
 
@@ -110,6 +126,7 @@ struct Slot {
 struct State {
     token: Option<Token>,
     next_refresh: Instant,
+    last_read: Instant,
 }
 
 /// What the status file shows of a token: never its bytes.
@@ -172,7 +189,8 @@ impl<M: Mds> Tokens<M> {
                 .iter()
                 .filter(|(_, slot)| {
                     let state = slot.state.lock().unwrap();
-                    state.token.is_some() && state.next_refresh <= now
+                    let idle = now.saturating_duration_since(state.last_read) >= IDLE;
+                    state.token.is_some() && state.next_refresh <= now && !idle
                 })
                 .map(|(path, slot)| (path.clone(), slot.clone()))
                 .collect()
@@ -213,16 +231,23 @@ impl<M: Mds> Tokens<M> {
         };
         match self.fetch(path).await {
             Ok(token) => self.install(slot, path, token),
-            Err(e) => {
-                warn!("token refresh failed, keeping the current token: {e}");
+            Err(e) if e.is_transient() => {
+                warn!("{path}: token refresh failed, keeping the current token: {e}");
                 slot.state.lock().unwrap().next_refresh = self.clock.now() + REPOLL;
+            }
+            // The account or its token is gone for good: stop refreshing it. Readers holding
+            // on get the current token until it expires, then the MDS's answer.
+            Err(e) => {
+                warn!("{path}: token refresh refused, no longer refreshing: {e}");
+                self.slots.lock().unwrap().remove(path);
             }
         }
     }
 
     async fn fetch(&self, path: &str) -> Result<Token> {
+        let requested = self.clock.now();
         let body = self.mds.get(path).await?;
-        Token::parse(path, &body, &self.clock)
+        Token::parse(path, &body, requested)
     }
 
     fn install(&self, slot: &Slot, path: &str, token: Token) {
@@ -238,7 +263,8 @@ impl<M: Mds> Tokens<M> {
     }
 
     fn usable(&self, slot: &Slot) -> Option<Token> {
-        let state = slot.state.lock().unwrap();
+        let mut state = slot.state.lock().unwrap();
+        state.last_read = self.clock.now();
         state.token.clone().filter(|t| !t.expiry.is_expired(&*self.clock))
     }
 
@@ -249,7 +275,11 @@ impl<M: Mds> Tokens<M> {
             .or_insert_with(|| {
                 Arc::new(Slot {
                     fill: Flight::default(),
-                    state: Mutex::new(State { token: None, next_refresh: self.clock.now() }),
+                    state: Mutex::new(State {
+                        token: None,
+                        next_refresh: self.clock.now(),
+                        last_read: self.clock.now(),
+                    }),
                 })
             })
             .clone()
@@ -343,9 +373,40 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_token() {
-        let clock: SharedClock = Arc::new(ManualClock::default());
         let body = br#"{"access_token":"ya29.secret","expires_in":10,"token_type":"Bearer"}"#;
-        let token = Token::parse(PATH, body, &clock).unwrap();
+        let token = Token::parse(PATH, body, Instant::now()).unwrap();
         assert!(!format!("{token:?}").contains("secret"));
+    }
+
+    #[test]
+    fn out_of_range_lifetimes_are_refused() {
+        let parse = |expires_in: i64| {
+            let body = format!(r#"{{"access_token":"ya29.x","expires_in":{expires_in}}}"#);
+            Token::parse(PATH, body.as_bytes(), Instant::now())
+        };
+        assert!(parse(3599).is_ok());
+        assert!(matches!(parse(0), Err(Error::Unavailable { .. })), "an expired token");
+        assert!(matches!(parse(-5), Err(Error::Unavailable { .. })));
+        assert!(matches!(parse(i64::MAX), Err(Error::Misconfigured { .. })));
+    }
+
+    #[tokio::test]
+    async fn tokens_nobody_reads_stop_being_refreshed_and_vanished_accounts_are_dropped() {
+        let (clock, mds, tokens) = setup();
+        answer(&mds, "ya29.one", 3900);
+        tokens.get(PATH).await.unwrap();
+        clock.advance(IDLE + Duration::from_secs(61));
+        tokens.refresh_due().await;
+        assert_eq!(mds.requests(PATH), 1, "an idle token is not refreshed");
+        answer(&mds, "ya29.two", 3600);
+        assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.one", "still valid");
+        clock.advance(Duration::from_secs(1));
+        mds.fail(PATH, Error::NotFound);
+        tokens.refresh_due().await;
+        assert_eq!(mds.requests(PATH), 2);
+        assert!(tokens.status().is_empty(), "the vanished account's token is dropped");
+        clock.advance(REPOLL * 10);
+        tokens.refresh_due().await;
+        assert_eq!(mds.requests(PATH), 2, "and not asked for again in the background");
     }
 }
