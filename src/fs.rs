@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use log::warn;
 
 use crate::cache::{Cache, Weight};
 use crate::clock::SharedClock;
@@ -215,7 +216,7 @@ impl<M: Mds> Core<M> {
             DirEntry { ino: parent_ino, kind: FileType::Directory, name: "..".into() },
         ];
         let inodes = self.inodes.lock().unwrap();
-        for child in self.children_with_extras(&node.path, &children) {
+        for child in children.iter() {
             let path = tree::child_path(&node.path, &child.name);
             let kind = if child.dir { FileType::Directory } else { FileType::RegularFile };
             let kind = if child.name == SERVICE_ACCOUNTS_LINK.0 && node.path.is_empty() {
@@ -223,28 +224,34 @@ impl<M: Mds> Core<M> {
             } else {
                 kind
             };
-            // Inode numbers in a listing are informational; a path the kernel does not hold
-            // gets a number from a range lookups never hand out.
-            let ino = inodes.ino_of(&path).unwrap_or_else(|| synthetic_ino(&path));
-            entries.push(DirEntry { ino, kind, name: child.name });
+            // The number a lookup will give this path, without creating the inode now.
+            let ino = inodes.ino_of(&path).unwrap_or_else(|| tree::stable_ino(&path));
+            entries.push(DirEntry { ino, kind, name: child.name.clone() });
         }
         drop(inodes);
         Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
     }
 
     /// Entries from `offset` on, each with the offset of the one after it.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
-        let handles = self.handles.lock().unwrap();
-        let Some(Handle::Dir(entries)) = handles.get(&fh) else {
-            return Err(Error::Stale);
+    /// Hand entries from `offset` on to `add`, each with the offset of the one after it, until
+    /// `add` says the kernel's buffer is full.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry) -> bool,
+    ) -> Result<()> {
+        let entries = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Dir(entries)) => entries.clone(),
+            _ => return Err(Error::Stale),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        Ok(entries
-            .iter()
-            .enumerate()
-            .skip(start)
-            .map(|(i, entry)| (i as u64 + 1, entry.clone()))
-            .collect())
+        for (i, entry) in entries.iter().enumerate().skip(start) {
+            if add(i as u64 + 1, entry) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub async fn open(&self, ino: u64, write: bool) -> Result<u64> {
@@ -293,11 +300,11 @@ impl<M: Mds> Core<M> {
     async fn resolve(&self, dir: &str, name: &str) -> Result<(Node, Duration)> {
         let path = tree::child_path(dir, name);
         let (children, validity) = self.listing(dir).await?;
-        let child = self
-            .children_with_extras(dir, &children)
-            .into_iter()
-            .find(|c| c.name == name)
-            .ok_or(Error::NotFound)?;
+        // Listings are kept sorted: a lookup in a directory of thousands costs a search, not a scan.
+        let index = children
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .map_err(|_| Error::NotFound)?;
+        let child = &children[index];
         let kind = if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 {
             Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
         } else if child.dir {
@@ -313,22 +320,6 @@ impl<M: Mds> Core<M> {
     }
 
     /// The MDS's children of `dir` plus the entries this filesystem adds.
-    fn children_with_extras(&self, dir: &str, children: &[Child]) -> Vec<Child> {
-        let mut all = children.to_vec();
-        let mut add = |name: &str, dir: bool| {
-            if !all.iter().any(|c| c.name == name) {
-                all.push(Child { name: name.into(), dir });
-            }
-        };
-        if dir.is_empty() {
-            add(SERVICE_ACCOUNTS_LINK.0, false);
-        }
-        if tree::service_account(dir).is_some() && children.iter().any(|c| c.name == "token") {
-            add(ACCESS_TOKEN, false);
-        }
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
-    }
 
     async fn describe(&self, ino: u64, node: &Node) -> Result<Entry> {
         let (kind, size, ttl) = match &node.kind {
@@ -404,26 +395,39 @@ impl<M: Mds> Core<M> {
             path: key.into(),
             reason: "directory listing is not UTF-8".into(),
         })?;
-        let mut children: Vec<Child> = text
-            .lines()
-            .filter_map(|line| {
-                let (name, dir) = match line.strip_suffix('/') {
-                    Some(name) => (name, true),
-                    None => (line, false),
-                };
-                tree::listable(name).then(|| Child { name: name.into(), dir })
-            })
-            .collect();
+        let mut children = Vec::new();
+        for line in text.lines() {
+            let (name, dir) = match line.strip_suffix('/') {
+                Some(name) => (name, true),
+                None => (line, false),
+            };
+            if tree::listable(name) {
+                children.push(Child { name: name.into(), dir });
+            } else {
+                warn!("{key}: skipping {name:?}, a name no request can reach");
+            }
+        }
+        add_extras(key.trim_end_matches('/'), &mut children);
         children.sort_by(|a, b| a.name.cmp(&b.name));
         children.dedup_by(|a, b| a.name == b.name);
         Ok((Cached::Listing(Arc::new(children)), self.config.ttl))
     }
 }
 
-/// A listing-only inode number: high bit set, so it never collides with a looked-up inode.
-fn synthetic_ino(path: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(path) | (1 << 63)
+/// The entries this filesystem adds to the MDS's listing of `dir`, once, when it is fetched.
+fn add_extras(dir: &str, children: &mut Vec<Child>) {
+    let has_token = children.iter().any(|c| c.name == "token");
+    let mut add = |name: &str| {
+        if !children.iter().any(|c| c.name == name) {
+            children.push(Child { name: name.into(), dir: false });
+        }
+    };
+    if dir.is_empty() {
+        add(SERVICE_ACCOUNTS_LINK.0);
+    }
+    if tree::service_account(dir).is_some() && has_token {
+        add(ACCESS_TOKEN);
+    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,11 @@ impl Fixture {
     async fn ls(&self, path: &str) -> Result<Vec<String>> {
         let entry = self.walk(path).await?;
         let fh = self.core.opendir(entry.attr.ino).await?;
-        let names = self.core.readdir(fh, 0)?.into_iter().map(|(_, e)| e.name).collect();
+        let mut names = Vec::new();
+        self.core.readdir(fh, 0, |_, e| {
+            names.push(e.name.clone());
+            false
+        })?;
         self.core.release(fh);
         Ok(names)
     }

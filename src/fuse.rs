@@ -196,16 +196,13 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.core.readdir(fh.0, offset) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno("readdir", &e)),
-        };
-        for (next, entry) in entries {
-            if reply.add(INodeNo(entry.ino), next, file_kind(entry.kind), &entry.name) {
-                break;
-            }
+        let added = self.core.readdir(fh.0, offset, |next, entry| {
+            reply.add(INodeNo(entry.ino), next, file_kind(entry.kind), &entry.name)
+        });
+        match added {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdir", &e)),
         }
-        reply.ok();
     }
 
     fn releasedir(

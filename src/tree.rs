@@ -65,8 +65,12 @@ impl Inodes {
             *count += 1;
             return ino;
         }
-        let ino = self.next;
-        self.next += 1;
+        let mut ino = stable_ino(&node.path);
+        if self.nodes.contains_key(&ino) {
+            // Two paths hashed alike: the later one gets a number from the low range.
+            ino = self.next;
+            self.next += 1;
+        }
         self.by_path.insert(node.path.clone(), ino);
         self.nodes.insert(ino, (node, 1));
         ino
@@ -99,6 +103,14 @@ impl Inodes {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+}
+
+/// The inode number `path` gets, derived from the path so that `readdir` can show the same
+/// number `stat` will (`ls -i`, `find -inum`) without creating an inode for every name listed.
+/// The high bit keeps it clear of the root and of the low range used after a collision.
+pub fn stable_ino(path: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(path) | (1 << 63)
 }
 
 /// The path of `name` inside directory `parent`.
@@ -134,16 +146,22 @@ pub fn check_name(name: &OsStr) -> Result<&str> {
     if name.contains('?') {
         return Err(invalid("query names are not supported"));
     }
+    if !sendable(name) {
+        return Err(invalid("a character the metadata server's paths cannot carry"));
+    }
     Ok(name)
+}
+
+/// Characters a URL path can carry literally. The MDS decodes no escapes in paths
+/// (reference/metadata-api.md §1.1), so a name needing one (space, `#`, non-ASCII, …) could
+/// only ever reach a different key, or none: such names are refused, never sent.
+fn sendable(name: &str) -> bool {
+    name.chars().all(|c| c.is_ascii_graphic() && !"%#?\\\"<>`{}|^/".contains(c))
 }
 
 /// Names the MDS lists that we must not pass to the kernel as they are.
 pub fn listable(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains('/')
-        && !name.chars().any(char::is_control)
+    !name.is_empty() && name != "." && name != ".." && sendable(name)
 }
 
 #[cfg(test)]
@@ -164,7 +182,8 @@ mod tests {
         inodes.forget(a, 1);
         assert_eq!(inodes.get(a), Err(Error::Stale));
         assert_eq!(inodes.ino_of("project/project-id"), None);
-        assert_ne!(inodes.lookup(node("project/project-id")), a, "numbers are not reused");
+        assert_eq!(inodes.lookup(node("project/project-id")), a, "numbers are stable");
+        assert_eq!(a, stable_ino("project/project-id"));
         inodes.forget(ROOT, 100);
         assert_eq!(inodes.get(ROOT).unwrap().kind, Kind::Dir);
     }
@@ -172,7 +191,9 @@ mod tests {
     #[test]
     fn names_are_checked_before_anything_is_sent() {
         assert_eq!(check_name(OsStr::new("project-id")), Ok("project-id"));
-        for bad in ["..", ".", "a\nb", "a%2Fb", "tab\there", "token?scopes=x"] {
+        let bad_names = ["..", ".", "a\nb", "a%2Fb", "tab\there", "token?scopes=x", "x#y", "a b"];
+        assert!(!listable("x#y") && !listable("a\\b") && !listable("é") && listable("sa@x.com"));
+        for bad in bad_names {
             assert!(check_name(OsStr::new(bad)).is_err(), "{bad:?}");
         }
     }

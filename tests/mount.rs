@@ -19,10 +19,15 @@ fn dynamic(name: &str) -> bool {
 }
 
 fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
-    let mut names: Vec<String> = std::fs::read_dir(mount.path(dir))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(mount.path(dir)).unwrap() {
+        let entry = entry.unwrap();
+        let listed_ino = std::os::unix::fs::DirEntryExt::ino(&entry);
+        let stat_ino =
+            std::os::unix::fs::MetadataExt::ino(&entry.path().symlink_metadata().unwrap());
+        assert_eq!(listed_ino, stat_ino, "ls -i and stat agree on {:?}", entry.path());
+        names.push(entry.file_name().into_string().unwrap());
+    }
     names.sort();
     let (status, listing) = emu.get(format!("{dir}/").trim_start_matches('/'));
     assert_eq!(status, 200, "listing {dir}/");
