@@ -319,8 +319,6 @@ impl<M: Mds> Core<M> {
         Ok((Node { path, kind }, validity))
     }
 
-    /// The MDS's children of `dir` plus the entries this filesystem adds.
-
     async fn describe(&self, ino: u64, node: &Node) -> Result<Entry> {
         let (kind, size, ttl) = match &node.kind {
             // A directory's own attributes never change; whether it still exists is the
