@@ -140,7 +140,7 @@ impl<V: Clone + Weight> Cache<V> {
                 self.store(&slot, Some(entry.clone()));
                 Ok(entry)
             }
-            Err(err) if err.is_transient() => self.stale(key, &slot, err),
+            Err(err) if err.is_transient() => self.stale(&slot, err),
             Err(err) => Err(err),
         };
         turn.finish(&result);
@@ -148,12 +148,12 @@ impl<V: Clone + Weight> Cache<V> {
     }
 
     /// The last good value after a transient failure, held for [`STALE_GRACE`].
-    fn stale(&self, key: &str, slot: &Slot<V>, err: Error) -> Result<Entry<V>> {
+    fn stale(&self, slot: &Slot<V>, err: Error) -> Result<Entry<V>> {
         let stale = slot.entry.lock().unwrap().clone();
         let Some(mut entry) = stale else {
             return Err(err);
         };
-        warn!("serving the last good value of {key}: {err}");
+        warn!("{err}; serving the last good value");
         entry.expiry = Expiry::from_now(&*self.clock, STALE_GRACE);
         self.store(slot, Some(entry.clone()));
         Ok(entry)
