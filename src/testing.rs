@@ -14,6 +14,7 @@ pub struct FakeMds {
     answers: Mutex<HashMap<String, Result<Bytes>>>,
     requests: Mutex<HashMap<String, usize>>,
     down: AtomicBool,
+    gate: Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
 }
 
 impl FakeMds {
@@ -29,6 +30,13 @@ impl FakeMds {
     /// Every request fails as if the MDS were unreachable.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Hold every answer until the returned sender sends `true`.
+    pub fn hold(&self) -> tokio::sync::watch::Sender<bool> {
+        let (release, gate) = tokio::sync::watch::channel(false);
+        *self.gate.lock().unwrap() = Some(gate);
+        release
     }
 
     pub fn requests(&self, path: &str) -> usize {
@@ -67,6 +75,10 @@ impl FakeMds {
 impl Mds for FakeMds {
     async fn get(&self, path: &str) -> Result<Bytes> {
         *self.requests.lock().unwrap().entry(path.into()).or_default() += 1;
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(mut gate) = gate {
+            let _ = gate.wait_for(|open| *open).await;
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Unavailable { path: path.into(), reason: "down".into() });
         }

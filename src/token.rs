@@ -347,6 +347,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_cold_readers_share_one_request_and_its_failure() {
+        let (_, mds, tokens) = setup();
+        answer(&mds, "ya29.one", 3599);
+        let read_all = |tokens: &Arc<Tokens<FakeMds>>| {
+            (0..16)
+                .map(|_| {
+                    let tokens = tokens.clone();
+                    tokio::spawn(async move { tokens.get(PATH).await })
+                })
+                .collect::<Vec<_>>()
+        };
+        let release = mds.hold();
+        let readers = read_all(&tokens);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap().unwrap().access_token(), "ya29.one");
+        }
+        assert_eq!(mds.requests(PATH), 1);
+
+        let (_, mds, tokens) = setup();
+        mds.set_down(true);
+        let release = mds.hold();
+        let readers = read_all(&tokens);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap().unwrap_err().errno(), libc::EIO);
+        }
+        assert_eq!(mds.requests(PATH), 1, "one outage, one request");
+    }
+
+    #[tokio::test]
     async fn an_expired_token_is_never_served() {
         let (clock, mds, tokens) = setup();
         answer(&mds, "ya29.one", 300);

@@ -10,23 +10,33 @@ fn run(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn bad_command_lines_exit_2_naming_the_problem() {
+    // A real directory, so only the mistake under test is wrong; checked afterwards for a
+    // mount a regression might have left there.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&[], "MOUNTPOINT"),
         (&["/nonexistent-mountpoint"], "does not exist"),
         (&["/etc/hostname"], "not a directory"),
-        (&["/tmp", "-o", "frobnicate"], "unknown mount option 'frobnicate'"),
-        (&["/tmp", "-o", "ttl=soon"], "'soon' for mount option 'ttl'"),
-        (&["--timeout=-3", "/tmp"], "--timeout"),
-        (&["--max-entries", "many", "/tmp"], "many"),
-        (&["--bogus", "/tmp"], "--bogus"),
-        (&["metadata", "/tmp", "extra"], "extra"),
-        (&["/tmp", "-o", "endpoint=http://x/"], "invalid endpoint"),
+        (&[d, "-o", "frobnicate"], "unknown mount option 'frobnicate'"),
+        (&[d, "-o", "ttl=soon"], "'soon' for mount option 'ttl'"),
+        (&["--timeout=-3", d], "--timeout"),
+        (&["--max-entries", "many", d], "many"),
+        (&["--bogus", d], "--bogus"),
+        (&["metadata", d, "extra"], "extra"),
+        (&[d, "-o", "endpoint=http://x/"], "invalid endpoint"),
+        (&[d, "-o", "secret_group=no-such-group-here"], "no such group"),
     ];
     for (args, needle) in cases {
         let (code, stderr) = run(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(stderr.lines().count() <= 8, "{args:?}: long message: {stderr}");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(d)) {
+        Command::new("umount").arg("-l").arg(d).status().unwrap();
+        panic!("a bad command line mounted {d}");
     }
 }
 

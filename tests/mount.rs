@@ -174,7 +174,7 @@ fn warm_reads_send_no_requests() {
 
 #[test]
 fn an_mds_outage_fails_cold_reads_within_timeout_serves_cached_values_and_recovers() {
-    let mut emu = Emulator::start(&[]);
+    let mut emu = Emulator::start_restartable(&[]);
     let addr = emu.addr.clone();
     // ttl=0: every read asks the MDS, so the cached value is served only because of the outage.
     let mount = Mount::start(&addr, &["-o", "ttl=0,timeout=2"]);
@@ -189,9 +189,7 @@ fn an_mds_outage_fails_cold_reads_within_timeout_serves_cached_values_and_recove
     assert!(start.elapsed() < Duration::from_secs(4), "took {:?}", start.elapsed());
     let err = mount.read("instance/hostname").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    let _back = eventually("the emulator to come back", DEADLINE, || {
-        std::panic::catch_unwind(|| Emulator::start_on(&addr, &[])).ok()
-    });
+    let _back = emu.restart(&[]);
     let hostname =
         eventually("reads to work again", DEADLINE, || mount.read("instance/hostname").ok());
     assert!(!hostname.is_empty());
@@ -285,21 +283,13 @@ fn a_mountpoint_left_by_kill_9_is_reused() {
     first.signal(libc::SIGKILL);
     let err = std::fs::read_dir(&first.mountpoint).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
-    let mut again = std::process::Command::new(env!("CARGO_BIN_EXE_metadatafs"))
-        .args(["-f", "--endpoint", &emu.addr])
-        .arg(&first.mountpoint)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let project = eventually("the new mount", DEADLINE, || first.read("project/project-id").ok());
-    assert_eq!(project, emu.get("project/project-id").1);
+    first.spawn(&["--endpoint", &emu.addr], &[], &[]);
+    assert_eq!(first.read("project/project-id").unwrap(), emu.get("project/project-id").1);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let here = first.mountpoint.to_string_lossy().into_owned();
     let stacked = mounts.lines().filter(|l| l.split_whitespace().nth(1) == Some(&here)).count();
     assert_eq!(stacked, 1, "the dead mount was detached, not mounted over");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
-    assert!(again.wait().unwrap().success());
+    assert!(first.signal(libc::SIGTERM).success());
 }
 
 #[test]
@@ -337,15 +327,12 @@ fn background_mode_reports_a_failed_mount() {
 
 #[test]
 fn the_mds_down_at_mount_time_still_mounts() {
-    let emu = Emulator::start(&[]);
-    let addr = emu.addr.clone();
-    drop(emu);
-    let mount = Mount::start(&addr, &["-o", "timeout=1"]);
+    let mut down = Emulator::start_restartable(&[]);
+    down.stop();
+    let mount = Mount::start(&down.addr, &["-o", "timeout=1"]);
     let err = mount.read("project/project-id").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
-    let emu = eventually("the emulator to come up", DEADLINE, || {
-        std::panic::catch_unwind(|| Emulator::start_on(&addr, &[])).ok()
-    });
+    let emu = down.restart(&[]);
     let project = eventually("reads to work", DEADLINE, || mount.read("project/project-id").ok());
     assert_eq!(project, emu.get("project/project-id").1);
 }

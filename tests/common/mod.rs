@@ -37,17 +37,42 @@ impl Emulator {
     }
 
     pub fn start_on(listen: &str, args: &[&str]) -> Emulator {
+        Self::try_start_on(listen, args).expect("start metadatafs-emulator")
+    }
+
+    /// `None` if it could not listen there (the port is taken).
+    pub fn try_start_on(listen: &str, args: &[&str]) -> Option<Emulator> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_metadatafs-emulator"))
             .args(["--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("start metadatafs-emulator");
+            .expect("run metadatafs-emulator");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.split_whitespace().last().expect("address line").to_string();
-        Emulator { child, addr }
+        let Some(addr) = line.split_whitespace().last().map(String::from) else {
+            let _ = child.wait();
+            return None;
+        };
+        Some(Emulator { child, addr })
+    }
+
+    /// On a port below the kernel's ephemeral range, so that after `stop` no other test's
+    /// `127.0.0.1:0` can take it before this test starts an emulator there again.
+    pub fn start_restartable(args: &[&str]) -> Emulator {
+        use std::hash::{BuildHasher, RandomState};
+        loop {
+            let port = 20_000 + RandomState::new().hash_one(Instant::now()) % 12_000;
+            if let Some(emulator) = Self::try_start_on(&format!("127.0.0.1:{port}"), args) {
+                return emulator;
+            }
+        }
+    }
+
+    /// Start again on the same address, once the old socket is gone.
+    pub fn restart(&self, args: &[&str]) -> Emulator {
+        eventually("the emulator to restart", DEADLINE, || Self::try_start_on(&self.addr, args))
     }
 
     pub fn stop(&mut self) {
@@ -151,35 +176,43 @@ impl Mount {
         let mountpoint = dir.path().join("meta");
         std::fs::create_dir(&mountpoint).unwrap();
         let log = dir.path().join("metadatafs.log");
+        let mut mount = Mount { dir, mountpoint, child: None, log };
+        mount.spawn(first, args, env);
+        mount
+    }
+
+    /// Start a daemon on this mountpoint (again, after `signal`) and wait until it is live.
+    pub fn spawn(&mut self, first: &[&str], args: &[&str], env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "a daemon is still running");
         let child = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
             .arg("-f")
             .args(first)
-            .arg(&mountpoint)
+            .arg(&self.mountpoint)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&self.log).unwrap())
             .spawn()
             .expect("start metadatafs");
-        let mut mount = Mount { dir, mountpoint, child: Some(child), log };
-        mount.wait_live();
-        mount
+        self.child = Some(child);
+        self.wait_live();
     }
 
     pub fn wait_live(&mut self) {
         let parent_dev = std::fs::metadata(self.dir.path()).unwrap().dev();
         let mountpoint = self.mountpoint.clone();
         let log = self.log.clone();
-        let child = self.child.as_mut();
-        let mut child = child;
+        let mut child = self.child.as_mut();
         eventually("the mount to come up", DEADLINE, || {
             if let Some(child) = child.as_mut() {
                 if let Some(status) = child.try_wait().unwrap() {
                     panic!("metadatafs exited with {status}: {}", read(&log));
                 }
             }
+            // A dead mount left by a killed daemon has its own device too, and `stat` may
+            // answer from cache; `statfs` always reaches the daemon (and needs no MDS).
             let meta = std::fs::metadata(&mountpoint).ok()?;
-            (meta.dev() != parent_dev).then_some(())
+            (meta.dev() != parent_dev && is_live_fuse(&mountpoint)).then_some(())
         });
     }
 
@@ -210,6 +243,16 @@ impl Mount {
     pub fn log_text(&self) -> String {
         read(&self.log)
     }
+}
+
+/// `statfs` answered by a FUSE daemon.
+pub fn is_live_fuse(path: &Path) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statfs writes one struct we own.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::statfs(c_path.as_ptr(), &mut stats) } == 0;
+    ok && stats.f_type as i64 == FUSE_SUPER_MAGIC
 }
 
 pub fn is_mounted(path: &Path) -> bool {
