@@ -134,8 +134,10 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
 
     prepare_mountpoint(&config.mountpoint)?;
     let fs = FuseFs::new(core, runtime.handle().clone());
-    let mut session = fuser::Session::new(fs, &config.mountpoint, &fuser_config(config))
-        .with_context(|| format!("mounting {}", config.mountpoint.display()))?;
+    let mut session =
+        fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
+            anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
+        })?;
     let mut unmounter = session.unmount_callable();
     let (events, event) = mpsc::channel();
     let ended = events.clone();
@@ -174,6 +176,25 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(emulator);
     Ok(())
+}
+
+/// What to do about the usual reasons a FUSE mount fails.
+fn hint(err: &std::io::Error) -> &'static str {
+    if !Path::new("/dev/fuse").exists() {
+        return " (no /dev/fuse: load the fuse module with `modprobe fuse`)";
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    match err.kind() {
+        std::io::ErrorKind::NotFound if !root => {
+            " (mounting as a user needs fusermount3: install the fuse3 package)"
+        }
+        std::io::ErrorKind::PermissionDenied if !root => {
+            " (not permitted: run as root, or check that fusermount3 is setuid and \
+             `user_allow_other` is in /etc/fuse.conf for allow_other)"
+        }
+        _ => "",
+    }
 }
 
 fn fs_config(config: &Config) -> FsConfig {

@@ -60,11 +60,14 @@ pub struct Attr {
     pub gid: u32,
 }
 
-/// An attribute and how long the kernel may keep it.
+/// An attribute and how long the kernel may keep it (`ttl`), and from a lookup, how long it
+/// may keep the name → inode mapping (`entry_ttl`, what is left of the parent's listing). They
+/// differ for token files: the name is as stable as its directory, the size is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub attr: Attr,
     pub ttl: Duration,
+    pub entry_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +173,7 @@ impl<M: Mds> Core<M> {
         }
         let (node, listing_validity) = self.resolve(&dir.path, name).await?;
         let mut entry = self.describe(0, &node).await?;
-        entry.ttl = entry.ttl.min(listing_validity);
+        entry.entry_ttl = listing_validity;
         entry.attr.ino = self.inodes.lock().unwrap().lookup(node);
         Ok(entry)
     }
@@ -186,7 +189,7 @@ impl<M: Mds> Core<M> {
         match open_size {
             Some(size) => {
                 let attr = self.attr(ino, &node, FileType::RegularFile, size);
-                Ok(Entry { attr, ttl: Duration::ZERO })
+                Ok(Entry { attr, ttl: Duration::ZERO, entry_ttl: Duration::ZERO })
             }
             None => self.describe(ino, &node).await,
         }
@@ -333,7 +336,7 @@ impl<M: Mds> Core<M> {
                 Err(e) => return Err(e),
             },
         };
-        Ok(Entry { attr: self.attr(ino, node, kind, size), ttl })
+        Ok(Entry { attr: self.attr(ino, node, kind, size), ttl, entry_ttl: ttl })
     }
 
     fn attr(&self, ino: u64, node: &Node, kind: FileType, size: u64) -> Attr {

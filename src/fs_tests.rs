@@ -143,7 +143,9 @@ async fn kernel_ttls_never_outlive_the_cache() {
     f.clock.advance(Duration::from_secs(45));
     let again = f.core.getattr(entry.attr.ino, None).await.unwrap();
     assert_eq!(again.ttl, Duration::from_secs(15));
-    assert_eq!(f.walk(TOKEN).await.unwrap().ttl, Duration::ZERO, "token sizes move");
+    let token = f.walk(TOKEN).await.unwrap();
+    assert_eq!(token.ttl, Duration::ZERO, "token sizes move");
+    assert_eq!(token.entry_ttl, TTL, "its name lives as long as its listing");
 }
 
 #[tokio::test]

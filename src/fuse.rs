@@ -94,7 +94,9 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         self.runtime.spawn(async move {
             match core.lookup(parent.0, &name).await {
                 Ok(e) => {
-                    reply.entry(&kernel_ttl(e.ttl), &file_attr(&e.attr, mounted_at), Generation(0))
+                    let (attr_ttl, entry_ttl) = (kernel_ttl(e.ttl), kernel_ttl(e.entry_ttl));
+                    let attr = file_attr(&e.attr, mounted_at);
+                    reply.entry_with_ttls(&attr_ttl, &entry_ttl, &attr, Generation(0))
                 }
                 Err(e) => reply.error(errno("lookup", &e)),
             }
