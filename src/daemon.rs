@@ -260,17 +260,22 @@ async fn refresh_tokens<M: Mds>(core: Arc<Core<M>>) {
     }
 }
 
+/// SIGTERM, SIGINT and SIGHUP (a closed terminal under `-f`) all unmount cleanly, as libfuse
+/// daemons do, rather than leave a dead mount behind.
 async fn forward_signals(events: mpsc::Sender<Event>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        warn!("cannot listen for SIGTERM/SIGINT");
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot listen for SIGTERM/SIGINT/SIGHUP");
         return;
     };
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
     };
     let _ = events.send(Event::Signal(name));
 }

@@ -256,13 +256,18 @@ fn a_secret_group_may_read_secrets() {
 }
 
 #[test]
-fn sigterm_unmounts_and_exits_zero() {
+fn sigterm_and_sighup_unmount_and_exit_zero() {
     let emu = Emulator::start(&[]);
     let mut mount = Mount::start(&emu.addr, &[]);
-    mount.read("project/project-id").unwrap();
-    let status = mount.signal(libc::SIGTERM);
-    assert!(status.success(), "{status}");
-    assert!(!mount.is_mounted());
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        mount.read("project/project-id").unwrap();
+        let status = mount.signal(signal);
+        assert!(status.success(), "signal {signal}: {status}");
+        assert!(!mount.is_mounted(), "signal {signal}");
+        if signal == libc::SIGTERM {
+            mount.spawn(&["--endpoint", &emu.addr], &[], &[]);
+        }
+    }
 }
 
 #[test]
