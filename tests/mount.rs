@@ -407,3 +407,22 @@ fn the_mount8_form_takes_the_endpoint_as_source_and_options_after_the_mountpoint
     assert!(line.starts_with(&format!("{} ", emu.addr)), "source shown in mounts: {line}");
     assert!(line.contains("fuse.metadatafs"), "{line}");
 }
+
+#[test]
+fn systemd_hears_ready_once_live_and_stopping_on_stop() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let notify = socket_path.to_str().unwrap();
+    let mut mount =
+        Mount::start_with(&["--endpoint", &emu.addr], &[], &[("NOTIFY_SOCKET", notify)]);
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(common::is_live_fuse(&mount.mountpoint), "READY=1 came after the mount was live");
+    assert!(mount.signal(libc::SIGTERM).success());
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
