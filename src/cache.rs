@@ -255,49 +255,23 @@ mod tests {
         assert!(cache.get("other", || async { Err(down()) }).await.is_err());
     }
 
-    #[tokio::test]
-    async fn concurrent_cold_readers_share_one_fetch() {
-        let (_, cache) = cache(10);
-        let cache = Arc::new(cache);
+    /// `n` readers of one cold key, all queued before the first fetch may answer `answer`.
+    /// Returns what each reader got and how many fetches ran.
+    async fn together(n: usize, answer: Result<(u32, Duration)>) -> (Vec<Result<u32>>, u64) {
+        let cache = Arc::new(cache(10).1);
         let fetches = Arc::new(AtomicU64::new(0));
         let (release, gate) = tokio::sync::watch::channel(false);
-        let readers: Vec<_> = (0..32)
+        let readers: Vec<_> = (0..n)
             .map(|_| {
                 let (cache, fetches, mut gate) = (cache.clone(), fetches.clone(), gate.clone());
+                let answer = answer.clone();
                 tokio::spawn(async move {
                     let fetch = || async move {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         gate.wait_for(|open| *open).await.unwrap();
-                        Ok((7, Duration::from_secs(60)))
+                        answer
                     };
-                    cache.get("k", fetch).await.unwrap().value
-                })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        release.send(true).unwrap();
-        for reader in readers {
-            assert_eq!(reader.await.unwrap(), 7);
-        }
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn readers_queued_behind_a_failed_fetch_share_its_failure() {
-        let (_, cache) = cache(10);
-        let cache = Arc::new(cache);
-        let fetches = Arc::new(AtomicU64::new(0));
-        let (release, gate) = tokio::sync::watch::channel(false);
-        let readers: Vec<_> = (0..16)
-            .map(|_| {
-                let (cache, fetches, mut gate) = (cache.clone(), fetches.clone(), gate.clone());
-                tokio::spawn(async move {
-                    let fetch = || async move {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        gate.wait_for(|open| *open).await.unwrap();
-                        Err::<(u32, Duration), _>(down())
-                    };
-                    cache.get("k", fetch).await.unwrap_err()
+                    cache.get("k", fetch).await.map(|entry| entry.value)
                 })
             })
             .collect();
@@ -306,44 +280,40 @@ mod tests {
             tokio::task::yield_now().await;
         }
         release.send(true).unwrap();
+        let mut results = Vec::new();
         for reader in readers {
-            assert_eq!(reader.await.unwrap(), down());
+            results.push(reader.await.unwrap());
         }
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        // A reader arriving after the failure tries again.
-        assert_eq!(
-            cache.get("k", || async { Ok((1, Duration::from_secs(1))) }).await.unwrap().value,
-            1
-        );
+        (results, fetches.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn concurrent_cold_readers_share_one_fetch() {
+        let (results, fetches) = together(32, Ok((7, Duration::from_secs(60)))).await;
+        assert!(results.iter().all(|r| *r == Ok(7)), "{results:?}");
+        assert_eq!(fetches, 1);
+    }
+
+    #[tokio::test]
+    async fn readers_queued_behind_a_failed_fetch_share_its_failure() {
+        let (results, fetches) = together(16, Err(down())).await;
+        assert!(results.iter().all(|r| *r == Err(down())), "{results:?}");
+        assert_eq!(fetches, 1);
     }
 
     #[tokio::test]
     async fn with_ttl_zero_queued_readers_still_share_one_fetch() {
+        let (results, fetches) = together(16, Ok((9, Duration::ZERO))).await;
+        assert!(results.iter().all(|r| *r == Ok(9)), "{results:?}");
+        assert_eq!(fetches, 1);
+    }
+
+    #[tokio::test]
+    async fn a_reader_arriving_after_a_failure_tries_again() {
         let (_, cache) = cache(10);
-        let cache = Arc::new(cache);
-        let fetches = Arc::new(AtomicU64::new(0));
-        let (release, gate) = tokio::sync::watch::channel(false);
-        let readers: Vec<_> = (0..16)
-            .map(|_| {
-                let (cache, fetches, mut gate) = (cache.clone(), fetches.clone(), gate.clone());
-                tokio::spawn(async move {
-                    let fetch = || async move {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        gate.wait_for(|open| *open).await.unwrap();
-                        Ok((9, Duration::ZERO))
-                    };
-                    cache.get("k", fetch).await.unwrap().value
-                })
-            })
-            .collect();
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        release.send(true).unwrap();
-        for reader in readers {
-            assert_eq!(reader.await.unwrap(), 9);
-        }
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert!(cache.get("k", || async { Err::<(u32, Duration), _>(down()) }).await.is_err());
+        let entry = cache.get("k", || async { Ok((1, Duration::from_secs(1))) }).await.unwrap();
+        assert_eq!(entry.value, 1);
     }
 
     #[tokio::test]

@@ -346,39 +346,42 @@ mod tests {
         assert_eq!(mds.requests(PATH), 3, "readers are served the refreshed token from cache");
     }
 
+    /// 16 readers of a cold token, all queued before the MDS may answer.
+    async fn together(mds: &FakeMds, tokens: &Arc<Tokens<FakeMds>>) -> Vec<Result<Token>> {
+        let release = mds.hold();
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let tokens = tokens.clone();
+                tokio::spawn(async move { tokens.get(PATH).await })
+            })
+            .collect();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        let mut results = Vec::new();
+        for reader in readers {
+            results.push(reader.await.unwrap());
+        }
+        results
+    }
+
     #[tokio::test]
-    async fn concurrent_cold_readers_share_one_request_and_its_failure() {
+    async fn concurrent_cold_readers_share_one_request() {
         let (_, mds, tokens) = setup();
         answer(&mds, "ya29.one", 3599);
-        let read_all = |tokens: &Arc<Tokens<FakeMds>>| {
-            (0..16)
-                .map(|_| {
-                    let tokens = tokens.clone();
-                    tokio::spawn(async move { tokens.get(PATH).await })
-                })
-                .collect::<Vec<_>>()
-        };
-        let release = mds.hold();
-        let readers = read_all(&tokens);
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        release.send(true).unwrap();
-        for reader in readers {
-            assert_eq!(reader.await.unwrap().unwrap().access_token(), "ya29.one");
+        for result in together(&mds, &tokens).await {
+            assert_eq!(result.unwrap().access_token(), "ya29.one");
         }
         assert_eq!(mds.requests(PATH), 1);
+    }
 
+    #[tokio::test]
+    async fn concurrent_cold_readers_share_one_failure() {
         let (_, mds, tokens) = setup();
         mds.set_down(true);
-        let release = mds.hold();
-        let readers = read_all(&tokens);
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        release.send(true).unwrap();
-        for reader in readers {
-            assert_eq!(reader.await.unwrap().unwrap_err().errno(), libc::EIO);
+        for result in together(&mds, &tokens).await {
+            assert_eq!(result.unwrap_err().errno(), libc::EIO);
         }
         assert_eq!(mds.requests(PATH), 1, "one outage, one request");
     }
