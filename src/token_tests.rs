@@ -1,0 +1,162 @@
+//! Tokens on a moved clock against an in-memory MDS.
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::testing::FakeMds;
+
+const PATH: &str = "instance/service-accounts/default/token";
+
+fn answer(mds: &FakeMds, token: &str, expires_in: u64) {
+    let body =
+        format!(r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#);
+    mds.set(PATH, &body);
+}
+
+fn setup() -> (Arc<ManualClock>, Arc<FakeMds>, Arc<Tokens<FakeMds>>) {
+    let clock = Arc::new(ManualClock::default());
+    let mds = Arc::new(FakeMds::default());
+    let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), Duration::from_secs(240)));
+    (clock, mds, tokens)
+}
+
+#[tokio::test]
+async fn expires_in_is_rendered_at_read_time() {
+    let (clock, mds, tokens) = setup();
+    answer(&mds, "ya29.one", 3599);
+    let shared: SharedClock = clock.clone();
+    let token = tokens.get(PATH).await.unwrap();
+    assert_eq!(
+        token.render_json(&shared),
+        br#"{"access_token":"ya29.one","expires_in":3599,"token_type":"Bearer"}"#
+    );
+    clock.advance(Duration::from_secs(100));
+    let again = tokens.get(PATH).await.unwrap();
+    assert_eq!(again.expires_in(&shared), 3499);
+    assert_eq!(mds.requests(PATH), 1);
+}
+
+#[tokio::test]
+async fn refreshed_in_the_background_before_expiry_and_repolled_when_unchanged() {
+    let (clock, mds, tokens) = setup();
+    answer(&mds, "ya29.one", 3600);
+    tokens.get(PATH).await.unwrap();
+    clock.advance(Duration::from_secs(3600 - 241));
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(PATH), 1, "refreshed before the margin");
+    clock.advance(Duration::from_secs(1));
+    // The MDS still hands out the same token: ask again in REPOLL, not in a loop.
+    answer(&mds, "ya29.one", 240);
+    tokens.refresh_due().await;
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(PATH), 2);
+    clock.advance(REPOLL);
+    answer(&mds, "ya29.two", 3599);
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(PATH), 3);
+    assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.two");
+    assert_eq!(mds.requests(PATH), 3, "readers are served the refreshed token from cache");
+}
+
+/// 16 readers of a cold token, all queued before the MDS may answer.
+async fn together(mds: &FakeMds, tokens: &Arc<Tokens<FakeMds>>) -> Vec<Result<Token>> {
+    let release = mds.hold();
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.get(PATH).await })
+        })
+        .collect();
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    release.send(true).unwrap();
+    let mut results = Vec::new();
+    for reader in readers {
+        results.push(reader.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test]
+async fn concurrent_cold_readers_share_one_request() {
+    let (_, mds, tokens) = setup();
+    answer(&mds, "ya29.one", 3599);
+    for result in together(&mds, &tokens).await {
+        assert_eq!(result.unwrap().access_token(), "ya29.one");
+    }
+    assert_eq!(mds.requests(PATH), 1);
+}
+
+#[tokio::test]
+async fn concurrent_cold_readers_share_one_failure() {
+    let (_, mds, tokens) = setup();
+    mds.set_down(true);
+    for result in together(&mds, &tokens).await {
+        assert_eq!(result.unwrap_err().errno(), libc::EIO);
+    }
+    assert_eq!(mds.requests(PATH), 1, "one outage, one request");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_never_served() {
+    let (clock, mds, tokens) = setup();
+    answer(&mds, "ya29.one", 300);
+    tokens.get(PATH).await.unwrap();
+    mds.set_down(true);
+    clock.advance(Duration::from_secs(299));
+    assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.one");
+    clock.advance(Duration::from_secs(1));
+    let err = tokens.get(PATH).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    mds.set_down(false);
+    answer(&mds, "ya29.two", 3599);
+    assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.two");
+}
+
+#[tokio::test]
+async fn undecodable_token_json_is_refused_without_quoting_it() {
+    let (_, mds, tokens) = setup();
+    mds.set(PATH, r#"{"access_token":"ya29.secret","expires_in":"soon"}"#);
+    let err = tokens.get(PATH).await.unwrap_err();
+    assert!(matches!(err, Error::Misconfigured { .. }), "{err:?}");
+    assert!(!err.to_string().contains("ya29"), "{err}");
+}
+
+#[test]
+fn debug_never_shows_the_token() {
+    let body = br#"{"access_token":"ya29.secret","expires_in":10,"token_type":"Bearer"}"#;
+    let token = Token::parse(PATH, body, Instant::now()).unwrap();
+    assert!(!format!("{token:?}").contains("secret"));
+}
+
+#[test]
+fn out_of_range_lifetimes_are_refused() {
+    let parse = |expires_in: i64| {
+        let body = format!(r#"{{"access_token":"ya29.x","expires_in":{expires_in}}}"#);
+        Token::parse(PATH, body.as_bytes(), Instant::now())
+    };
+    assert!(parse(3599).is_ok());
+    assert!(matches!(parse(0), Err(Error::Unavailable { .. })), "an expired token");
+    assert!(matches!(parse(-5), Err(Error::Unavailable { .. })));
+    assert!(matches!(parse(i64::MAX), Err(Error::Misconfigured { .. })));
+}
+
+#[tokio::test]
+async fn tokens_nobody_reads_stop_being_refreshed_and_vanished_accounts_are_dropped() {
+    let (clock, mds, tokens) = setup();
+    answer(&mds, "ya29.one", 3900);
+    tokens.get(PATH).await.unwrap();
+    clock.advance(IDLE + Duration::from_secs(61));
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(PATH), 1, "an idle token is not refreshed");
+    answer(&mds, "ya29.two", 3600);
+    assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.one", "still valid");
+    clock.advance(Duration::from_secs(1));
+    mds.fail(PATH, Error::NotFound);
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(PATH), 2);
+    assert!(tokens.status().is_empty(), "the vanished account's token is dropped");
+    clock.advance(REPOLL * 10);
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(PATH), 2, "and not asked for again in the background");
+}
