@@ -426,3 +426,43 @@ fn systemd_hears_ready_once_live_and_stopping_on_stop() {
     let n = socket.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"STOPPING=1");
 }
+
+#[test]
+fn a_hundred_cold_readers_at_once_are_served_together_not_in_turn() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    let leaves = [
+        "instance/id",
+        "instance/name",
+        "instance/zone",
+        "instance/hostname",
+        "instance/machine-type",
+        "instance/cpu-platform",
+        "instance/image",
+        "instance/tags",
+        "project/project-id",
+        "project/numeric-project-id",
+    ];
+    let expected: Vec<Vec<u8>> = leaves.iter().map(|leaf| emu.get(leaf).1).collect();
+    emu.control("DELETE", "counters", "");
+    // Every MDS answer takes 300 ms: a hundred reads one after another would take 30 s.
+    emu.control("POST", "faults", r#"{"prefix":"/computeMetadata/v1/","latency_ms":300}"#);
+    let start = Instant::now();
+    let readers: Vec<_> = (0..100)
+        .map(|i| {
+            let path = mount.path(leaves[i % leaves.len()]);
+            std::thread::spawn(move || std::fs::read(path))
+        })
+        .collect();
+    let results: Vec<_> = readers.into_iter().map(|r| r.join().unwrap().unwrap()).collect();
+    let took = start.elapsed();
+    for (i, bytes) in results.iter().enumerate() {
+        assert_eq!(bytes, &expected[i % leaves.len()], "{}", leaves[i % leaves.len()]);
+    }
+    assert!(took < Duration::from_secs(10), "a hundred readers took {took:?}");
+    // One request per leaf and per directory, however many readers.
+    assert!(emu.total_count() <= (leaves.len() + 3 + 100) as u64);
+    for leaf in leaves {
+        assert_eq!(emu.count(leaf), 1, "{leaf} was fetched once");
+    }
+}
