@@ -125,6 +125,29 @@ fn wait_for_change_returns_the_new_value() {
 }
 
 #[test]
+fn wait_for_change_without_last_etag_wakes_on_the_next_change() {
+    let emu = Emu::start(&[]);
+    let addr = emu.addr.clone();
+    let target = format!("{V1}/instance/maintenance-event?wait_for_change=true");
+    let waiter = std::thread::spawn(move || {
+        request(&addr, "GET", &target, &[("Metadata-Flavor", "Google")], b"").unwrap()
+    });
+    eventually(Duration::from_secs(10), "the waiter to arrive", || {
+        let counters = emu.control("GET", "/emulator/counters", "").json();
+        (counters["/computeMetadata/v1/instance/maintenance-event"] == 1).then_some(())
+    });
+    let value = "MIGRATE_ON_HOST_MAINTENANCE";
+    let set = emu.control("PUT", "/emulator/values/instance/maintenance-event", value);
+    assert_eq!(set.status, 200);
+    eventually(Duration::from_secs(10), "the waiter to wake", || {
+        waiter.is_finished().then_some(())
+    });
+    assert_eq!(waiter.join().unwrap().text(), value);
+    let bad = emu.md("/instance/name?wait_for_change=true&timeout_sec=abc&last_etag=stale");
+    assert_eq!(bad.status, 400, "timeout_sec is checked even when the answer is immediate");
+}
+
+#[test]
 fn recursive_wait_sees_descendant_changes() {
     let emu = Emu::start(&[]);
     let etag = emu.md("/?recursive=true").etag();

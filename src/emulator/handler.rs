@@ -61,9 +61,11 @@ impl State {
 #[derive(Debug)]
 pub(crate) enum Action {
     Respond(Response),
-    /// Hang until the tree changes or `timeout` passes, then `serve` again.
+    /// Hang until the tree changes or `timeout` passes, then `serve` again (the request
+    /// [`pinned`] to `etag`, the version it is waiting to see change).
     Wait {
         timeout: Option<Duration>,
+        etag: String,
     },
     /// Close the connection without answering (an injected fault).
     Drop,
@@ -163,6 +165,12 @@ fn serve_tree(st: &State, req: &Request, segs: &[&str], slash: bool, may_wait: b
     let recursive = req.flag("recursive");
     let alt = req.param("alt");
     let wait = req.flag("wait_for_change");
+    // `timeout_sec` is checked whether or not this request ends up waiting (§4).
+    let timeout = match timeout(req) {
+        Ok(timeout) => timeout,
+        Err(r) if wait => return Action::Respond(r),
+        Err(_) => None,
+    };
     let hide = dynamic::hidden_guest_attributes(st);
     let (body, content_type, tag) = match node {
         Node::Leaf(_) if slash => return Action::Respond(not_found(&req.path)),
@@ -209,12 +217,19 @@ fn serve_tree(st: &State, req: &Request, segs: &[&str], slash: bool, may_wait: b
         }
     };
     if wait && may_wait && req.param("last_etag").is_none_or(|t| t == tag) {
-        return match timeout(req) {
-            Ok(timeout) => Action::Wait { timeout },
-            Err(r) => Action::Respond(r),
-        };
+        return Action::Wait { timeout, etag: tag };
     }
     Action::Respond(Response::mds(200, content_type, body).with("etag", tag))
+}
+
+/// `req` waiting for a change from `etag`: a request that came without `last_etag` waits for
+/// the version it first saw to change, not for whatever is current at each wake-up.
+pub(crate) fn pinned(req: &Request, etag: &str) -> Request {
+    let mut req = req.clone();
+    if req.param("last_etag").is_none() {
+        req.query.push(("last_etag".into(), etag.into()));
+    }
+    req
 }
 
 /// `timeout_sec` is an integer number of seconds (§4).

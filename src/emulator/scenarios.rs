@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper::Method;
 
-use super::handler::{handle, serve, Action, State};
+use super::handler::{handle, pinned, serve, Action, State};
 use super::http::{Request, Response};
 use super::tests::{md, respond, state, T0};
 
@@ -28,13 +28,14 @@ fn wait_for_change_on_the_handler() {
         "/instance/maintenance-event?wait_for_change=true&last_etag={etag}&timeout_sec=60"
     ));
     match handle(&mut st, &waiting, T0).action {
-        Action::Wait { timeout } => assert_eq!(timeout, Some(Duration::from_secs(60))),
+        Action::Wait { timeout, .. } => assert_eq!(timeout, Some(Duration::from_secs(60))),
         other => panic!("expected a wait, got {other:?}"),
     }
-    assert!(matches!(
-        action(&mut st, &md("/instance/maintenance-event?wait_for_change=true"), true),
-        Action::Wait { timeout: None }
-    ));
+    let unpinned = md("/instance/maintenance-event?wait_for_change=true");
+    let pinned_to = match action(&mut st, &unpinned, true) {
+        Action::Wait { timeout: None, etag: seen } => pinned(&unpinned, &seen),
+        other => panic!("expected an unbounded wait, got {other:?}"),
+    };
     // At the deadline: the current value with the same ETag.
     match action(&mut st, &waiting, false) {
         Action::Respond(r) => assert_eq!(r.header("etag"), Some(etag.as_str())),
@@ -53,6 +54,11 @@ fn wait_for_change_on_the_handler() {
             assert_ne!(r.header("etag"), Some(etag.as_str()));
         }
         other => panic!("{other:?}"),
+    }
+    // Without `last_etag`, a waiter is woken by a change from the version it first saw.
+    match action(&mut st, &pinned_to, true) {
+        Action::Respond(r) => assert_eq!(r.text(), "MIGRATE_ON_HOST_MAINTENANCE"),
+        other => panic!("a waiter without last_etag missed the change: {other:?}"),
     }
     // An unrelated change leaves a waiter on this value waiting.
     let new_etag = etag_of(&mut st, "/instance/maintenance-event");

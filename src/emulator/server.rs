@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{oneshot, watch};
 
-use super::handler::{handle, serve, Action, State};
+use super::handler::{handle, pinned, serve, Action, State};
 use super::http::{parse_query, Request, Response};
 use super::tokens::Millis;
 
@@ -109,7 +109,9 @@ async fn respond(
             log::debug!("{} {} -> dropped", request.method, request.path);
             return Err(Dropped);
         }
-        Action::Wait { timeout } => wait(&state, &request, timeout, changes).await,
+        Action::Wait { timeout, etag } => {
+            wait(&state, &pinned(&request, &etag), timeout, changes).await
+        }
     };
     if reply.strip_flavor {
         response.headers.retain(|(n, _)| *n != "metadata-flavor");
