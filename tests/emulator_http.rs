@@ -423,9 +423,28 @@ fn fixtures_and_command_line_errors() {
         .into_owned();
     assert!(err.contains("line 3 column"), "{err}");
 
-    let out = run_cli(&["--listen", "not-an-address"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    for bad in [
+        &["--listen", "not-an-address"][..],
+        &["--token-lifetime", "18446744073709551615"],
+        &["--token-lifetime", "0"],
+        &["--token-lifetime", "60", "--cache-window", "300"],
+    ] {
+        let out = run_cli(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "{bad:?}");
+    }
+}
+
+#[test]
+fn oversized_request_bodies_are_refused_unread() {
+    let emu = Emu::start(&[]);
+    let big = vec![b'x'; 9 << 20];
+    // The server may close before the client has sent it all: a reset is a refusal too.
+    match request(&emu.addr, "PUT", "/emulator/values/instance/attributes/big", &[], &big) {
+        Ok(put) => assert_eq!(put.status, 413),
+        Err(e) => eprintln!("refused with a closed connection: {e}"),
+    }
+    assert_eq!(emu.md("/instance/attributes/big").status, 404, "nothing was stored");
 }
 
 fn run_cli(args: &[&str]) -> std::process::Output {

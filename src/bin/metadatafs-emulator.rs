@@ -22,7 +22,8 @@ struct Args {
     #[arg(long, value_name = "FILE.json")]
     fixture: Option<PathBuf>,
     /// Lifetime of a new access token, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    #[arg(long, value_name = "SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=366 * 24 * 3600))]
     token_lifetime: u64,
     /// A cached access token is returned again while more than this many seconds remain.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
@@ -39,6 +40,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.cache_window >= args.token_lifetime {
+        eprintln!(
+            "error: --cache-window ({}) must be shorter than --token-lifetime ({})",
+            args.cache_window, args.token_lifetime
+        );
+        std::process::exit(2);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let config = EmulatorConfig {
         listen: args.listen,

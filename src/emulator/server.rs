@@ -23,6 +23,9 @@ use super::tokens::Millis;
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
+/// The largest request body taken.
+const MAX_BODY: usize = 8 << 20;
+
 /// The connection is closed without a response (an injected `drop` fault).
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by an injected fault")]
@@ -81,7 +84,15 @@ async fn respond(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    // Bodies are small (guest attributes, control values): a bigger one is refused, never
+    // buffered, whatever its path.
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let too_big = super::http::error_page(413, "Request body too large.");
+            return Ok(to_hyper(too_big));
+        }
+    };
     let request = Request {
         method: parts.method,
         path: parts.uri.path().to_string(),

@@ -57,8 +57,8 @@ pub(crate) struct InstanceClaims {
 impl Tokens {
     pub(crate) fn new(lifetime: std::time::Duration, window: std::time::Duration) -> Tokens {
         Tokens {
-            lifetime: lifetime.as_millis() as Millis,
-            window: window.as_millis() as Millis,
+            lifetime: Millis::try_from(lifetime.as_millis()).unwrap_or(Millis::MAX),
+            window: Millis::try_from(window.as_millis()).unwrap_or(Millis::MAX),
             serial: 0,
             cache: HashMap::new(),
             issued: HashMap::new(),
@@ -88,7 +88,9 @@ impl Tokens {
             None => {
                 self.serial += 1;
                 let token = mint(email, scopes, self.serial);
-                let expiry = now + self.lifetime;
+                // A fresh token reads `"expires_in":3599` on a real VM (§5.2): the hour started
+                // a moment before the answer.
+                let expiry = now.saturating_add(self.lifetime).saturating_sub(1);
                 self.issued.insert(
                     token.clone(),
                     Issued {
@@ -202,12 +204,21 @@ fn mint(email: &str, scopes: &[String], serial: u64) -> String {
     )
 }
 
-/// Deterministic bytes that look random (they are not secret: nothing here is a credential).
+/// Differs between runs, so a token from an earlier emulator is never mistaken for one of
+/// this run's.
+fn process_seed() -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u8))
+}
+
+/// Deterministic (within a run) bytes that look random (they are not secret: nothing here is a credential).
 fn filler<T: Hash>(seed: &T, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     let mut round = 0u64;
     while out.len() < len {
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        process_seed().hash(&mut h);
         seed.hash(&mut h);
         round.hash(&mut h);
         out.extend_from_slice(&h.finish().to_le_bytes());
@@ -243,18 +254,18 @@ mod tests {
         let scopes = vec!["s1".to_string()];
         let t0 = 1_000_000_000;
         let (a, e) = parse(&t.access_token("default", EMAIL, &scopes, t0));
-        assert_eq!(e, 3600);
+        assert_eq!(e, 3599);
         let (b, e) = parse(&t.access_token(EMAIL, EMAIL, &scopes, t0 + 1_500));
         assert_eq!((b.as_str(), e), (a.as_str(), 3598));
-        // 301 s left: still cached. 300 s left: a new one.
+        // Just over 300 s left: still cached. Under: a new one.
         let (c, e) = parse(&t.access_token("default", EMAIL, &scopes, t0 + 3_299_000));
-        assert_eq!((c.as_str(), e), (a.as_str(), 301));
+        assert_eq!((c.as_str(), e), (a.as_str(), 300));
         let (d, e) = parse(&t.access_token("default", EMAIL, &scopes, t0 + 3_300_000));
         assert_ne!(d, a);
-        assert_eq!(e, 3600);
+        assert_eq!(e, 3599);
         assert!(d.starts_with("ya29.emulated."));
         let info = t.info(&a, t0 + 3_300_000).unwrap();
-        assert_eq!(info["expires_in"], 300);
+        assert_eq!(info["expires_in"], 299);
         assert_eq!(info["serial"], 1);
         assert_eq!(info["account"], "default");
     }
