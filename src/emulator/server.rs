@@ -59,8 +59,10 @@ pub(crate) async fn run(
                     let state = state.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| respond(state.clone(), req));
-                        // Title-Case names, like the real MDS (`Metadata-Flavor: Google`), for
-                        // scripts that grep `curl -i` output.
+                        // Title-Case names, close to the real MDS (`Metadata-Flavor: Google`)
+                        // for scripts that grep `curl -i` output. hyper spells two of them
+                        // `Etag` and `X-Xss-Protection` where the real capture has `ETag` and
+                        // `X-XSS-Protection` (§2.2); header names are case-insensitive.
                         let conn = http1::Builder::new()
                             .title_case_headers(true)
                             .serve_connection(TokioIo::new(stream), service);
