@@ -46,7 +46,8 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Node, FixtureError> {
             let origin = format!("fixture {}", p.display());
             let text = std::fs::read_to_string(p)
                 .map_err(|e| FixtureError { origin: origin.clone(), message: e.to_string() })?;
-            parse(&text, &origin)
+            // Editors on Windows save JSON with a byte-order mark; it is not part of the JSON.
+            parse(text.strip_prefix('\u{feff}').unwrap_or(&text), &origin)
         }
     }
 }
