@@ -80,13 +80,13 @@ struct Args {
     /// More paths in the secret class, colon-separated globs
     #[arg(long, value_name = "GLOB:GLOB")]
     secret_paths: Option<String>,
-    /// Allow tokens with other scopes
+    /// Allow tokens with other scopes (reserved: not supported by this version yet)
     #[arg(long)]
     scoped_tokens: bool,
-    /// Scopes for every token read (implies --scoped-tokens)
+    /// Scopes for every token read, implies --scoped-tokens (reserved: not supported yet)
     #[arg(long, value_name = "S1,S2")]
     token_scopes: Option<String>,
-    /// Allow writes under instance/guest-attributes/
+    /// Allow writes under instance/guest-attributes/ (reserved: not supported yet)
     #[arg(long)]
     guest_attributes: bool,
     /// Cache size bound, in entries [default: 10000]
