@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::mds::Mds;
 use crate::perms::Permissions;
 use crate::token::Tokens;
-use crate::tree::{self, Inodes, Kind, Node, ROOT};
+use crate::tree::{self, Inodes, Kind, Node};
 
 /// The root symlink to the most used directory.
 const SERVICE_ACCOUNTS_LINK: (&str, &str) = ("service-accounts", "instance/service-accounts");
@@ -221,11 +221,10 @@ impl<M: Mds> Core<M> {
         let inodes = self.inodes.lock().unwrap();
         for child in children.iter() {
             let path = tree::child_path(&node.path, &child.name);
-            let kind = if child.dir { FileType::Directory } else { FileType::RegularFile };
-            let kind = if child.name == SERVICE_ACCOUNTS_LINK.0 && node.path.is_empty() {
-                FileType::Symlink
-            } else {
-                kind
+            let kind = match child_kind(&node.path, child) {
+                Kind::Dir => FileType::Directory,
+                Kind::Symlink(_) => FileType::Symlink,
+                _ => FileType::RegularFile,
             };
             // The number a lookup will give this path, without creating the inode now.
             let ino = inodes.ino_of(&path).unwrap_or_else(|| tree::stable_ino(&path));
@@ -235,7 +234,6 @@ impl<M: Mds> Core<M> {
         Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
     }
 
-    /// Entries from `offset` on, each with the offset of the one after it.
     /// Hand entries from `offset` on to `add`, each with the offset of the one after it, until
     /// `add` says the kernel's buffer is full.
     pub fn readdir(
@@ -290,7 +288,8 @@ impl<M: Mds> Core<M> {
 
     fn parent_ino(&self, path: &str) -> u64 {
         let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
-        self.inodes.lock().unwrap().ino_of(parent).unwrap_or(ROOT)
+        let held = self.inodes.lock().unwrap().ino_of(parent);
+        held.unwrap_or_else(|| tree::stable_ino(parent))
     }
 
     fn add_handle(&self, handle: Handle) -> u64 {
@@ -307,19 +306,7 @@ impl<M: Mds> Core<M> {
         let index = children
             .binary_search_by(|c| c.name.as_str().cmp(name))
             .map_err(|_| Error::NotFound)?;
-        let child = &children[index];
-        let kind = if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 {
-            Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
-        } else if child.dir {
-            Kind::Dir
-        } else if tree::service_account(dir).is_some() && name == "token" {
-            Kind::Token
-        } else if tree::service_account(dir).is_some() && name == ACCESS_TOKEN {
-            Kind::AccessToken
-        } else {
-            Kind::Value
-        };
-        Ok((Node { path, kind }, validity))
+        Ok((Node { path, kind: child_kind(dir, &children[index]) }, validity))
     }
 
     async fn describe(&self, ino: u64, node: &Node) -> Result<Entry> {
@@ -412,6 +399,20 @@ impl<M: Mds> Core<M> {
         children.sort_by(|a, b| a.name.cmp(&b.name));
         children.dedup_by(|a, b| a.name == b.name);
         Ok((Cached::Listing(Arc::new(children)), self.config.ttl))
+    }
+}
+
+/// What `child` of directory `dir` is, and so how its bytes are made.
+fn child_kind(dir: &str, child: &Child) -> Kind {
+    let account_dir = tree::service_account(dir).is_some();
+    match child.name.as_str() {
+        name if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 => {
+            Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
+        }
+        _ if child.dir => Kind::Dir,
+        "token" if account_dir => Kind::Token,
+        ACCESS_TOKEN if account_dir => Kind::AccessToken,
+        _ => Kind::Value,
     }
 }
 

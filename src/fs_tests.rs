@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::clock::ManualClock;
 use crate::testing::FakeMds;
+use crate::tree::ROOT;
 
 const TOKEN: &str = "instance/service-accounts/default/token";
 const TTL: Duration = Duration::from_secs(60);
