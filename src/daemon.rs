@@ -132,6 +132,11 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let core = Arc::new(Core::new(mds, fs_config(config), Arc::new(SystemClock::default())));
     runtime.spawn(refresh_tokens(core.clone()));
 
+    // Listen before mounting: a SIGTERM that arrives while we mount unmounts right after,
+    // instead of killing us with the mount up.
+    let (events, event) = mpsc::channel();
+    runtime.spawn(forward_signals(events.clone()));
+
     prepare_mountpoint(&config.mountpoint)?;
     let fs = FuseFs::new(core, runtime.handle().clone());
     let mut session =
@@ -139,13 +144,10 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
             anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
         })?;
     let mut unmounter = session.unmount_callable();
-    let (events, event) = mpsc::channel();
-    let ended = events.clone();
     std::thread::Builder::new()
         .name("metadatafs-fuse".into())
-        .spawn(move || ended.send(Event::Ended(session.run())))
+        .spawn(move || events.send(Event::Ended(session.run())))
         .context("starting the FUSE session")?;
-    runtime.spawn(forward_signals(events));
 
     wait_until_live(&config.mountpoint)?;
     if let Some(pipe) = ready_pipe.take() {
