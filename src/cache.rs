@@ -159,20 +159,9 @@ impl<V: Clone + Weight> Cache<V> {
         Ok(entry)
     }
 
-    /// Drop `key` so the next read fetches it again.
-    pub fn invalidate(&self, key: &str) {
-        let slot = self.slots.lock().unwrap().pop(key);
-        if let Some(slot) = slot {
-            self.store(&slot, None);
-        }
-    }
-
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.slots.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn slot(&self, key: &str) -> Arc<Slot<V>> {

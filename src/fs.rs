@@ -157,14 +157,6 @@ impl<M: Mds> Core<M> {
         &self.tokens
     }
 
-    pub fn cache_stats(&self) -> &crate::cache::CacheStats {
-        &self.cache.stats
-    }
-
-    pub fn cache_len(&self) -> usize {
-        self.cache.len()
-    }
-
     pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Entry> {
         let name = tree::check_name(name)?;
         let dir = self.node(parent)?;
@@ -276,10 +268,6 @@ impl<M: Mds> Core<M> {
 
     pub fn release(&self, fh: u64) {
         self.handles.lock().unwrap().remove(&fh);
-    }
-
-    pub fn open_handles(&self) -> usize {
-        self.handles.lock().unwrap().len()
     }
 
     fn node(&self, ino: u64) -> Result<Node> {

@@ -95,14 +95,6 @@ impl Inodes {
             self.by_path.remove(&path);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
 }
 
 /// The inode number `path` gets, derived from the path so that `readdir` can show the same
