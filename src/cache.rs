@@ -196,6 +196,10 @@ impl<V: Clone + Weight> Cache<V> {
 }
 
 #[cfg(test)]
+#[path = "cache_model.rs"]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;

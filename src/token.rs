@@ -289,3 +289,7 @@ impl<M: Mds> Tokens<M> {
 #[cfg(test)]
 #[path = "token_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "token_model.rs"]
+mod model;

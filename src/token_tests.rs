@@ -126,7 +126,8 @@ async fn undecodable_token_json_is_refused_without_quoting_it() {
 fn debug_never_shows_the_token() {
     let body = br#"{"access_token":"ya29.secret","expires_in":10,"token_type":"Bearer"}"#;
     let token = Token::parse(PATH, body, Instant::now()).unwrap();
-    assert!(!format!("{token:?}").contains("secret"));
+    let shown = format!("{token:?}");
+    assert!(!shown.contains("secret") && shown.contains("<redacted>"), "{shown}");
 }
 
 #[test]

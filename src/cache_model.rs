@@ -1,0 +1,163 @@
+//! Model-based tests of [`Cache`]: random sequences of reads (each with the answer the MDS
+//! would give if asked), clock moves and evictions, run against the real cache and against a
+//! small reference model written for clarity, not speed. After every step both must agree on
+//! what the reader got, on whether the MDS was asked, and on the counters.
+//!
+//! The model states the cache's contract in one place:
+//! - a fresh value is served without asking the MDS;
+//! - an expired or missing value is fetched; a good answer is stored for its TTL;
+//! - a transient failure serves the last good value for [`STALE_GRACE`], else fails;
+//! - a permanent failure is never papered over with a stale value;
+//! - at most `CAPACITY` keys, the least recently used dropped first (a read that failed
+//!   still counts as a use).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::{Cache, Weight, STALE_GRACE};
+use crate::clock::ManualClock;
+use crate::error::Error;
+
+const CAPACITY: usize = 3;
+const KEYS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Value(u32);
+
+impl Weight for Value {
+    fn weight(&self) -> usize {
+        self.0 as usize % 7 + 1
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Ok { value: u32, ttl: u64 },
+    Transient,
+    Permanent,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Read { key: usize, answer: Answer },
+    Advance(u64),
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        4 => (0u32..1000, 0u64..8).prop_map(|(value, ttl)| Answer::Ok { value, ttl }),
+        2 => Just(Answer::Transient),
+        1 => Just(Answer::Permanent),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..KEYS.len(), answer()).prop_map(|(key, answer)| Op::Read { key, answer }),
+        1 => prop_oneof![Just(1u64), Just(4), Just(5), Just(6), Just(60)].prop_map(Op::Advance),
+    ]
+}
+
+/// The reference: keys in least- to most-recently used order, each with its last good value
+/// and when that value stops being fresh (in whole seconds on the model's clock).
+#[derive(Debug, Default)]
+struct Model {
+    now: u64,
+    slots: Vec<(usize, Option<(u32, u64)>)>,
+    fetches: u64,
+    hits: u64,
+}
+
+/// What one read gave: the value and its remaining validity, or the error's errno.
+type Outcome = Result<(u32, u64), i32>;
+
+impl Model {
+    fn read(&mut self, key: usize, answer: &Answer) -> Outcome {
+        let slot = match self.slots.iter().position(|(k, _)| *k == key) {
+            Some(i) => self.slots.remove(i),
+            None => (key, None),
+        };
+        self.slots.push(slot);
+        if self.slots.len() > CAPACITY {
+            self.slots.remove(0);
+        }
+        let now = self.now;
+        let entry = &mut self.slots.last_mut().unwrap().1;
+        if let Some((value, expiry)) = *entry {
+            if now < expiry {
+                self.hits += 1;
+                return Ok((value, expiry - now));
+            }
+        }
+        self.fetches += 1;
+        match (answer, *entry) {
+            (Answer::Ok { value, ttl }, _) => {
+                *entry = Some((*value, now + ttl));
+                Ok((*value, *ttl))
+            }
+            (Answer::Transient, Some((value, _))) => {
+                let grace = STALE_GRACE.as_secs();
+                *entry = Some((value, now + grace));
+                Ok((value, grace))
+            }
+            (Answer::Transient, None) => Err(libc::EIO),
+            (Answer::Permanent, _) => Err(libc::EACCES),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.iter().filter_map(|(_, e)| e.map(|(v, _)| Value(v).weight())).sum()
+    }
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let cache: Cache<Value> = Cache::new(CAPACITY, clock.clone());
+    let mut model = Model::default();
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Advance(secs) => {
+                clock.advance(Duration::from_secs(secs));
+                model.now += secs;
+            }
+            Op::Read { key, answer } => {
+                let fetched = std::cell::Cell::new(false);
+                let fetch = || async {
+                    fetched.set(true);
+                    match answer.clone() {
+                        Answer::Ok { value, ttl } => Ok((Value(value), Duration::from_secs(ttl))),
+                        Answer::Transient => {
+                            Err(Error::Unavailable { path: "k".into(), reason: "down".into() })
+                        }
+                        Answer::Permanent => Err(Error::Forbidden { path: "k".into() }),
+                    }
+                };
+                let got: Outcome = runtime
+                    .block_on(cache.get(KEYS[key], fetch))
+                    .map(|e| (e.value.0, e.expiry.remaining(&*clock).as_secs()))
+                    .map_err(|e| e.errno());
+                let fetches_before = model.fetches;
+                let want = model.read(key, &answer);
+                prop_assert_eq!(got, want, "step {}: read {}", step, KEYS[key]);
+                prop_assert_eq!(fetched.get(), model.fetches > fetches_before, "step {}", step);
+            }
+        }
+        prop_assert_eq!(cache.stats.misses.load(Ordering::Relaxed), model.fetches);
+        prop_assert_eq!(cache.stats.hits.load(Ordering::Relaxed), model.hits);
+        prop_assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), model.bytes(), "step {}", step);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_cache_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..60)) {
+        run(ops)?;
+    }
+}
