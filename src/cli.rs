@@ -101,6 +101,9 @@ struct Args {
     /// Let root read as well as the mounting user
     #[arg(long)]
     allow_root: bool,
+    /// Append log lines to this file instead of stderr (foreground) or syslog (background)
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +127,11 @@ pub struct Config {
     pub max_value: u64,
     pub allow_other: bool,
     pub allow_root: bool,
+    /// Mounted `ro`: asked for, or no write-through option is on (so `test -w` and
+    /// `Files.isWritable` tell the truth). Write-through features rely on this being false.
     pub read_only: bool,
+    /// `log_file=PATH`: log lines are appended there instead of stderr or syslog.
+    pub log_file: Option<PathBuf>,
 }
 
 /// Parse the command line; usage errors come back as clap errors, which print a one-line
@@ -157,9 +164,11 @@ where
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
     check_endpoint(&endpoint)?;
     let secret_gid = args.secret_group.as_deref().map(resolve_group).transpose()?;
-    let token_scopes = args
+    let token_scopes: Option<Vec<String>> = args
         .token_scopes
         .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+    let scoped_tokens = args.scoped_tokens || token_scopes.is_some();
+    let writes = scoped_tokens || args.guest_attributes;
     Ok(Config {
         mountpoint,
         source: source.unwrap_or_else(|| "metadata".into()),
@@ -174,14 +183,16 @@ where
             .secret_paths
             .map(|p| p.split(':').filter(|g| !g.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
-        scoped_tokens: args.scoped_tokens || token_scopes.is_some(),
+        scoped_tokens,
         token_scopes,
         guest_attributes: args.guest_attributes,
         max_entries: args.max_entries.unwrap_or(10_000).max(1),
         max_value: args.max_value.unwrap_or(1 << 20),
         allow_other: args.allow_other,
         allow_root: args.allow_root,
-        read_only,
+        read_only: read_only || !writes,
+        // Absolute: the background daemon may not share our idea of the working directory.
+        log_file: args.log_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
     })
 }
 
@@ -211,16 +222,11 @@ fn join_lists(options: &[String]) -> Vec<String> {
     out
 }
 
+/// The `-o` names that stand alone.
+const FLAGS: &[&str] =
+    &["emulate", "foreground", "scoped_tokens", "guest_attributes", "allow_other", "allow_root", "ro"];
+
 fn is_option_name(name: &str) -> bool {
-    const FLAGS: &[&str] = &[
-        "emulate",
-        "foreground",
-        "scoped_tokens",
-        "guest_attributes",
-        "allow_other",
-        "allow_root",
-        "ro",
-    ];
     FLAGS.contains(&name) || IGNORED.contains(&name) || name.starts_with("x-")
 }
 
@@ -280,15 +286,45 @@ fn apply_option(args: &mut Args, option: &str, read_only: &mut bool) -> Result<(
         "allow_other" => args.allow_other = true,
         "allow_root" => args.allow_root = true,
         "ro" => *read_only = true,
+        "log_file" => args.log_file = Some(PathBuf::from(text(name, value)?)),
         _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {}
         _ => {
-            return Err(usage_error(
-                ErrorKind::UnknownArgument,
-                format!("unknown mount option '{name}'"),
-            ))
+            let hint = suggestion(name).map(|s| format!("; did you mean '{s}'?")).unwrap_or_default();
+            let message = format!("unknown mount option '{name}'{hint}");
+            return Err(usage_error(ErrorKind::UnknownArgument, message));
         }
     }
     Ok(())
+}
+
+/// The `-o` names taking a value, for suggestions.
+const VALUED: &[&str] = &[
+    "endpoint",
+    "ttl",
+    "timeout",
+    "refresh_margin",
+    "secret_group",
+    "secret_paths",
+    "token_scopes",
+    "max_entries",
+    "max_value",
+    "log_file",
+];
+
+/// The known option closest to `name`, if it is a likely typo of it: at most one edit per
+/// four characters (one for short names), so `frobnicate` gets no far-fetched guess.
+fn suggestion(name: &str) -> Option<&'static str> {
+    let names = VALUED.iter().chain(FLAGS).chain(IGNORED).copied();
+    names
+        .map(|known| (strsim::levenshtein(name, known), known))
+        .filter(|(edits, known)| *edits <= (known.len() / 4).max(1))
+        .min_by_key(|(edits, _)| *edits)
+        .map(|(_, known)| known)
+}
+
+/// A problem with what the command line names (not how it is written): one line, no usage block.
+fn runtime_error(message: String) -> clap::Error {
+    clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n"))
 }
 
 fn check_mountpoint(path: &std::path::Path) -> Result<(), clap::Error> {
@@ -300,7 +336,7 @@ fn check_mountpoint(path: &std::path::Path) -> Result<(), clap::Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
         Err(e) => e.to_string(),
     };
-    Err(usage_error(ErrorKind::InvalidValue, format!("mountpoint {}: {problem}", path.display())))
+    Err(runtime_error(format!("mountpoint {}: {problem}", path.display())))
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), clap::Error> {
@@ -321,8 +357,7 @@ fn resolve_group(group: &str) -> Result<u32, clap::Error> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let unknown =
-        || usage_error(ErrorKind::InvalidValue, format!("secret_group '{group}': no such group"));
+    let unknown = || runtime_error(format!("secret_group '{group}': no such group"));
     let name = std::ffi::CString::new(group).map_err(|_| unknown())?;
     // SAFETY: getgrnam_r writes only into the buffers we own and pass with their sizes.
     unsafe {
@@ -389,6 +424,37 @@ mod tests {
         assert_eq!(config.token_scopes, Some(vec!["a".to_string(), "b".to_string()]));
         assert!(config.allow_other && config.scoped_tokens);
         assert!(parse_err(&["/tmp", "-o", "ttl=3,b"]).contains("unknown mount option 'b'"));
+    }
+
+    #[test]
+    fn read_only_unless_a_write_through_option_is_on() {
+        assert!(parse_ok(&["/tmp"]).read_only);
+        assert!(parse_ok(&["/tmp", "-o", "rw"]).read_only);
+        assert!(!parse_ok(&["/tmp", "-o", "guest_attributes"]).read_only);
+        assert!(!parse_ok(&["/tmp", "--scoped-tokens"]).read_only);
+        assert!(!parse_ok(&["/tmp", "-o", "token_scopes=a,b"]).read_only);
+        assert!(parse_ok(&["/tmp", "-o", "guest_attributes,ro"]).read_only);
+    }
+
+    #[test]
+    fn a_mistyped_o_option_gets_a_suggestion() {
+        assert!(parse_err(&["/tmp", "-o", "tll=3"]).contains("did you mean 'ttl'?"));
+        assert!(parse_err(&["/tmp", "-o", "allow_othr"]).contains("did you mean 'allow_other'?"));
+        assert!(parse_err(&["/tmp", "-o", "secret_path=a"]).contains("'secret_paths'"));
+        assert!(!parse_err(&["/tmp", "-o", "frobnicate"]).contains("did you mean"));
+    }
+
+    #[test]
+    fn mountpoint_problems_are_one_line() {
+        let message = parse_err(&["/nonexistent-dir"]);
+        assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+        assert!(!message.contains("Usage"), "{message}");
+    }
+
+    #[test]
+    fn log_file_is_made_absolute() {
+        let config = parse_ok(&["/tmp", "-o", "log_file=rel.log"]);
+        assert!(config.log_file.unwrap().is_absolute());
     }
 
     #[test]

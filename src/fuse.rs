@@ -243,6 +243,25 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         }
     }
 
+    // Extended attributes are never stored: EROFS like every other write (ENOSYS would read
+    // as "not supported", and tools would try again elsewhere).
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::EROFS));
+    }
+
     // Everything that would change the tree is refused: the MDS is read-mostly and its writable
     // parts are reached through `write`/`unlink`/`mkdir` handlers added with write-through.
     fn setattr(
