@@ -32,6 +32,12 @@ pub const REPOLL: Duration = Duration::from_secs(10);
 pub const IDLE: Duration = Duration::from_secs(3600);
 /// Longer than any real token lives: a bigger `expires_in` means the endpoint is not an MDS.
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A token with less left than this is never served: by the time a caller has read it, built
+/// a request and sent it, it would have expired (and `expires_in` 0 tells a client nothing).
+pub const MIN_LEFT: Duration = Duration::from_secs(5);
+/// How long a permanent token failure (undecodable body, 403) is answered from memory, as the
+/// value cache does for 404s: no local user can turn reads into a request storm.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
@@ -72,16 +78,19 @@ impl Token {
             // serde's message can quote the input; keep only its category.
             misconfigured(&format!("{:?} error", e.classify()))
         })?;
-        if json.access_token.is_empty() || json.access_token.chars().any(|c| c.is_control()) {
-            return Err(misconfigured("bad access_token"));
+        if !is_b64token(&json.access_token) {
+            return Err(misconfigured("access_token is not an RFC 6750 token"));
         }
         if json.expires_in > MAX_LIFETIME.as_secs() as i64 {
             return Err(misconfigured("expires_in out of range"));
         }
-        if json.expires_in < 1 {
+        if json.expires_in < MIN_LEFT.as_secs() as i64 {
             return Err(Error::Unavailable {
                 path: path.into(),
-                reason: "the metadata server handed out an expired token".into(),
+                reason: format!(
+                    "the metadata server handed out a token with under {} s left",
+                    MIN_LEFT.as_secs()
+                ),
             });
         }
         Ok(Token {
@@ -116,6 +125,15 @@ impl Token {
     }
 }
 
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+/// Anything else (a space, a quote, a newline) would split or break an unquoted
+/// `Authorization: Bearer $(cat access_token)`.
+pub fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 #[derive(Debug)]
 struct Slot {
     fill: Flight,
@@ -125,6 +143,8 @@ struct Slot {
 #[derive(Debug)]
 struct State {
     token: Option<Token>,
+    /// A permanent failure, answered from memory until it expires.
+    failed: Option<(Error, Expiry)>,
     next_refresh: Instant,
     last_read: Instant,
 }
@@ -164,6 +184,9 @@ impl<M: Mds> Tokens<M> {
         if let Some(Err(err)) = turn.shared_outcome() {
             return Err(err);
         }
+        if let Some(err) = self.held_failure(&slot) {
+            return Err(err);
+        }
         let result = match self.fetch(path).await {
             Ok(token) => {
                 self.install(&slot, path, token.clone());
@@ -173,7 +196,11 @@ impl<M: Mds> Tokens<M> {
                 warn!("{e}");
                 Err(Error::TokenExpired { path: path.into() })
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                let until = Expiry::from_now(&*self.clock, FAILURE_HOLD);
+                slot.state.lock().unwrap().failed = Some((e.clone(), until));
+                Err(e)
+            }
         };
         turn.finish(&result);
         result
@@ -260,12 +287,21 @@ impl<M: Mds> Tokens<M> {
             info!("{path}: new token, expires in {} s", token.expires_in(&self.clock));
         }
         state.token = Some(token);
+        state.failed = None;
     }
 
+    /// The current token if it has at least [`MIN_LEFT`] to live.
     fn usable(&self, slot: &Slot) -> Option<Token> {
         let mut state = slot.state.lock().unwrap();
         state.last_read = self.clock.now();
-        state.token.clone().filter(|t| !t.expiry.is_expired(&*self.clock))
+        state.token.clone().filter(|t| t.expiry.remaining(&*self.clock) >= MIN_LEFT)
+    }
+
+    /// The permanent failure still held for this slot, if any.
+    fn held_failure(&self, slot: &Slot) -> Option<Error> {
+        let state = slot.state.lock().unwrap();
+        let (err, until) = state.failed.as_ref()?;
+        (!until.is_expired(&*self.clock)).then(|| err.clone())
     }
 
     fn slot(&self, path: &str) -> Arc<Slot> {
@@ -277,6 +313,7 @@ impl<M: Mds> Tokens<M> {
                     fill: Flight::default(),
                     state: Mutex::new(State {
                         token: None,
+                        failed: None,
                         next_refresh: self.clock.now(),
                         last_read: self.clock.now(),
                     }),

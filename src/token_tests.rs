@@ -103,8 +103,9 @@ async fn an_expired_token_is_never_served() {
     answer(&mds, "ya29.one", 300);
     tokens.get(PATH).await.unwrap();
     mds.set_down(true);
-    clock.advance(Duration::from_secs(299));
+    clock.advance(Duration::from_secs(300) - MIN_LEFT);
     assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.one");
+    // Under MIN_LEFT to live is as good as expired: never served.
     clock.advance(Duration::from_secs(1));
     let err = tokens.get(PATH).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
@@ -138,6 +139,8 @@ fn out_of_range_lifetimes_are_refused() {
     };
     assert!(parse(3599).is_ok());
     assert!(matches!(parse(0), Err(Error::Unavailable { .. })), "an expired token");
+    assert!(matches!(parse(4), Err(Error::Unavailable { .. })), "under MIN_LEFT");
+    assert!(parse(5).is_ok());
     assert!(matches!(parse(-5), Err(Error::Unavailable { .. })));
     assert!(matches!(parse(i64::MAX), Err(Error::Misconfigured { .. })));
 }
@@ -160,4 +163,47 @@ async fn tokens_nobody_reads_stop_being_refreshed_and_vanished_accounts_are_drop
     clock.advance(REPOLL * 10);
     tokens.refresh_due().await;
     assert_eq!(mds.requests(PATH), 2, "and not asked for again in the background");
+}
+
+#[test]
+fn only_rfc6750_token_characters_are_accepted() {
+    let parse = |token: &str| {
+        let body = serde_json::json!({"access_token": token, "expires_in": 3600}).to_string();
+        Token::parse(PATH, body.as_bytes(), Instant::now())
+    };
+    for good in ["ya29.a0-B_c~d+e/f", "abc=", "abc==", "Z"] {
+        assert!(parse(good).is_ok(), "{good}");
+    }
+    for bad in ["ya29 secret", "ya29\tx", "a\nb", "\"q\"", "a=b", "=", "", "é", "a;b", "a,b"] {
+        let err = parse(bad).unwrap_err();
+        assert!(matches!(err, Error::Misconfigured { .. }), "{bad:?}: {err:?}");
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_answered_from_memory_for_a_while() {
+    let (clock, mds, tokens) = setup();
+    mds.set(PATH, r#"{"access_token":"bad token","expires_in":3600}"#);
+    for _ in 0..100 {
+        assert!(matches!(tokens.get(PATH).await, Err(Error::Misconfigured { .. })));
+    }
+    assert_eq!(mds.requests(PATH), 1);
+    answer(&mds, "ya29.good", 3600);
+    clock.advance(FAILURE_HOLD - Duration::from_millis(1));
+    assert!(tokens.get(PATH).await.is_err(), "still held");
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.good");
+    assert_eq!(mds.requests(PATH), 2);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_not_held() {
+    let (_, mds, tokens) = setup();
+    mds.set_down(true);
+    assert!(tokens.get(PATH).await.is_err());
+    mds.set_down(false);
+    answer(&mds, "ya29.back", 3600);
+    assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.back");
 }
