@@ -90,6 +90,9 @@ enum Cached {
     Listing(Arc<Vec<Child>>),
     Value(Bytes),
     Missing,
+    /// A permanent failure (EFBIG, no `Metadata-Flavor`, 400, 403, …), remembered like a 404 so
+    /// that no local user can turn syscalls into requests against the MDS's rate limit.
+    Failed(Error),
 }
 
 impl Weight for Cached {
@@ -97,7 +100,7 @@ impl Weight for Cached {
         match self {
             Cached::Listing(children) => children.iter().map(|c| c.name.len() + 1).sum(),
             Cached::Value(bytes) => bytes.len(),
-            Cached::Missing => 0,
+            Cached::Missing | Cached::Failed(_) => 0,
         }
     }
 }
@@ -113,6 +116,7 @@ impl std::fmt::Debug for Cached {
             Cached::Listing(children) => write!(f, "Listing({} entries)", children.len()),
             Cached::Value(bytes) => write!(f, "Value({} bytes)", bytes.len()),
             Cached::Missing => write!(f, "Missing"),
+            Cached::Failed(err) => write!(f, "Failed({err})"),
         }
     }
 }
@@ -327,6 +331,7 @@ impl<M: Mds> Core<M> {
                 let validity = entry.expiry.remaining(&*self.clock);
                 match entry.value {
                     Cached::Value(bytes) => Ok((bytes, validity)),
+                    Cached::Failed(err) => Err(err),
                     _ => Err(Error::NotFound),
                 }
             }
@@ -349,6 +354,7 @@ impl<M: Mds> Core<M> {
         let entry = self.cache.get(&key, || self.fetch_listing(&key)).await?;
         match entry.value {
             Cached::Listing(children) => Ok((children, entry.expiry.remaining(&*self.clock))),
+            Cached::Failed(err) => Err(err),
             _ => Err(Error::NotFound),
         }
     }
@@ -356,21 +362,29 @@ impl<M: Mds> Core<M> {
     async fn fetch_value(&self, path: &str) -> Result<(Cached, Duration)> {
         match self.mds.get(path).await {
             Ok(bytes) => Ok((Cached::Value(bytes), self.config.ttl)),
-            Err(Error::NotFound) => Ok((Cached::Missing, self.config.negative_ttl)),
-            Err(e) => Err(e),
+            Err(e) => self.negative(e),
+        }
+    }
+
+    /// A 404 or another permanent failure, cached for `negative_ttl`; a transient one is
+    /// left to the cache's stale-if-error.
+    fn negative(&self, err: Error) -> Result<(Cached, Duration)> {
+        match err {
+            Error::NotFound => Ok((Cached::Missing, self.config.negative_ttl)),
+            e if e.is_transient() => Err(e),
+            e => Ok((Cached::Failed(e), self.config.negative_ttl)),
         }
     }
 
     async fn fetch_listing(&self, key: &str) -> Result<(Cached, Duration)> {
         let body = match self.mds.get(key).await {
             Ok(body) => body,
-            Err(Error::NotFound) => return Ok((Cached::Missing, self.config.negative_ttl)),
-            Err(e) => return Err(e),
+            Err(e) => return self.negative(e),
         };
-        let text = std::str::from_utf8(&body).map_err(|_| Error::Misconfigured {
-            path: key.into(),
-            reason: "directory listing is not UTF-8".into(),
-        })?;
+        let Ok(text) = std::str::from_utf8(&body) else {
+            let reason = "directory listing is not UTF-8".into();
+            return self.negative(Error::Misconfigured { path: key.into(), reason });
+        };
         let mut children = Vec::new();
         for line in text.lines() {
             let (name, dir) = match line.strip_suffix('/') {

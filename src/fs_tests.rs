@@ -268,3 +268,28 @@ async fn names_missing_from_a_fresh_listing_cost_no_request() {
     }
     assert_eq!(f.mds.total_requests(), before);
 }
+
+#[tokio::test]
+async fn permanent_failures_are_remembered_briefly_like_404s() {
+    let f = fixture(tree());
+    let big = Error::TooBig { path: "instance/description".into(), size: 10, limit: 1 };
+    f.mds.fail("instance/description", big);
+    let wrong = Error::Misconfigured { path: "project/".into(), reason: "no flavor".into() };
+    for _ in 0..100 {
+        assert_eq!(f.walk("instance/description").await.unwrap_err().errno(), libc::EFBIG);
+    }
+    assert_eq!(f.mds.requests("instance/description"), 1);
+    f.mds.fail("project/", wrong);
+    for _ in 0..100 {
+        assert_eq!(f.walk("project/project-id").await.unwrap_err().errno(), libc::EIO);
+    }
+    assert_eq!(f.mds.requests("project/"), 1);
+    f.clock.advance(Duration::from_secs(5));
+    f.mds.set("instance/description", "now small");
+    assert_eq!(f.cat("instance/description").await.unwrap(), b"now small");
+    // A transient failure is not remembered: the next read asks again.
+    f.mds.set_down(true);
+    assert!(f.cat("instance/attributes/startup-script").await.is_err());
+    f.mds.set_down(false);
+    assert!(f.cat("instance/attributes/startup-script").await.is_ok());
+}

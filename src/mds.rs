@@ -50,11 +50,12 @@ pub struct HttpMds {
     outage: Mutex<Outage>,
 }
 
-/// When a request could not reach the MDS at all for its whole `timeout`, the next requests
-/// for a short while fail at once instead of each waiting out a `timeout` of its own: a read
-/// that walks three cold directories during an outage fails after one `timeout`, not three,
-/// and cached values are served stale without delay. HTTP errors (5xx, 429) do not count:
-/// the MDS answered, and one path failing says nothing about the others.
+/// When a request could not connect to the MDS at all for its whole `timeout`, the next
+/// requests for a short while fail at once instead of each waiting out a `timeout` of its own:
+/// a read that walks three cold directories during an outage fails after one `timeout`, not
+/// three, and cached values are served stale without delay. Only connect failures count: an
+/// HTTP error (5xx, 429) or one slow answer (a token request that timed out after connecting)
+/// says the server is there, and one path failing says nothing about the others.
 #[derive(Debug, Default)]
 struct Outage {
     until: Option<(Instant, String)>,
@@ -96,17 +97,17 @@ impl HttpMds {
         &self.config.endpoint
     }
 
-    /// One request. `Err` with `reached == false` means no HTTP answer came at all.
+    /// One request, and whether it failed to connect at all (the server is unreachable).
     async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, bool) {
         let url = format!("{}{}", self.base, path);
         let response = match self.client.get(&url).timeout(budget).send().await {
             Ok(response) => response,
             Err(e) => {
                 let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
-                return (Err(Error::Unavailable { path: path.into(), reason }), false);
+                return (Err(Error::Unavailable { path: path.into(), reason }), e.is_connect());
             }
         };
-        (self.answer(path, response).await, true)
+        (self.answer(path, response).await, false)
     }
 
     async fn answer(&self, path: &str, response: reqwest::Response) -> Result<Bytes> {
@@ -169,7 +170,7 @@ impl Mds for HttpMds {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let budget = deadline.saturating_duration_since(Instant::now());
-            let (err, reached) = match self.attempt(path, budget).await {
+            let (err, unreachable) = match self.attempt(path, budget).await {
                 (Ok(body), _) => {
                     self.outage.lock().unwrap().end();
                     return Ok(body);
@@ -178,11 +179,11 @@ impl Mds for HttpMds {
                     self.outage.lock().unwrap().end();
                     return Err(e);
                 }
-                (Err(e), reached) => (e, reached),
+                (Err(e), unreachable) => (e, unreachable),
             };
             let pause = jitter(backoff);
             if Instant::now() + pause >= deadline {
-                if let (false, Error::Unavailable { reason, .. }) = (reached, &err) {
+                if let (true, Error::Unavailable { reason, .. }) = (unreachable, &err) {
                     let hold = self.config.timeout.min(OUTAGE_HOLD);
                     self.outage.lock().unwrap().begin(hold, reason.clone());
                 }

@@ -159,3 +159,28 @@ async fn oversized_and_truncated_bodies_are_never_served() {
     let err = mds.get("instance/attributes/cut").await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err:?}");
 }
+
+#[tokio::test]
+async fn a_slow_answer_does_not_hold_other_requests_back() {
+    // The first request connects but its answer never comes; the second is answered at once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut first = true;
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            if std::mem::take(&mut first) {
+                held.push(socket);
+                continue;
+            }
+            let _ = socket.write_all(response("200 OK", FLAVOR, "42").as_bytes()).await;
+        }
+    });
+    let mds = client(&addr, Duration::from_millis(300), 1024);
+    let err = mds.get("instance/service-accounts/default/token").await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(&mds.get("instance/id").await.unwrap()[..], b"42", "not held back");
+}
