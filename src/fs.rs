@@ -107,7 +107,16 @@ impl Weight for Cached {
 
 enum Handle {
     File(Bytes),
-    Dir(Arc<Vec<DirEntry>>),
+    Dir(DirHandle),
+}
+
+/// An open directory: the listing it was opened on, shared with the cache.
+#[derive(Clone)]
+struct DirHandle {
+    ino: u64,
+    parent: u64,
+    path: String,
+    children: Arc<Vec<Child>>,
 }
 
 impl std::fmt::Debug for Cached {
@@ -125,7 +134,7 @@ impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Handle::File(bytes) => write!(f, "File({} bytes)", bytes.len()),
-            Handle::Dir(entries) => write!(f, "Dir({} entries)", entries.len()),
+            Handle::Dir(dir) => write!(f, "Dir({} entries)", dir.children.len()),
         }
     }
 }
@@ -202,49 +211,53 @@ impl<M: Mds> Core<M> {
         self.inodes.lock().unwrap().forget(ino, count);
     }
 
-    /// Snapshot the directory's entries into a handle, so one `ls` sees one listing.
+    /// Pin the directory's cached listing in a handle, so one `ls` sees one listing. The
+    /// handle shares the cache's `Arc`, never a copy: a thousand open handles of a 20,000-key
+    /// directory cost a thousand pointers, so memory stays bounded by the cache settings
+    /// whatever local users hold open.
     pub async fn opendir(&self, ino: u64) -> Result<u64> {
         let node = self.node(ino)?;
         if node.kind != Kind::Dir {
             return Err(Error::NotFound);
         }
         let (children, _) = self.listing(&node.path).await?;
-        let parent_ino = self.parent_ino(&node.path);
-        let mut entries = vec![
-            DirEntry { ino, kind: FileType::Directory, name: ".".into() },
-            DirEntry { ino: parent_ino, kind: FileType::Directory, name: "..".into() },
-        ];
-        let inodes = self.inodes.lock().unwrap();
-        for child in children.iter() {
-            let path = tree::child_path(&node.path, &child.name);
-            let kind = match child_kind(&node.path, child) {
-                Kind::Dir => FileType::Directory,
-                Kind::Symlink(_) => FileType::Symlink,
-                _ => FileType::RegularFile,
-            };
-            // The number a lookup will give this path, without creating the inode now.
-            let ino = inodes.ino_of(&path).unwrap_or_else(|| tree::stable_ino(&path));
-            entries.push(DirEntry { ino, kind, name: child.name.clone() });
-        }
-        drop(inodes);
-        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+        let parent = self.parent_ino(&node.path);
+        Ok(self.add_handle(Handle::Dir(DirHandle { ino, parent, path: node.path, children })))
     }
 
     /// Hand entries from `offset` on to `add`, each with the offset of the one after it, until
-    /// `add` says the kernel's buffer is full.
+    /// `add` says the kernel's buffer is full. Entries are made as they are handed out.
     pub fn readdir(
         &self,
         fh: u64,
         offset: u64,
         mut add: impl FnMut(u64, &DirEntry) -> bool,
     ) -> Result<()> {
-        let entries = match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Dir(entries)) => entries.clone(),
+        let dir = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Dir(dir)) => dir.clone(),
             _ => return Err(Error::Stale),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, entry) in entries.iter().enumerate().skip(start) {
-            if add(i as u64 + 1, entry) {
+        let dots = [(dir.ino, "."), (dir.parent, "..")];
+        for (i, (ino, name)) in dots.into_iter().enumerate().skip(start) {
+            let entry = DirEntry { ino, kind: FileType::Directory, name: name.into() };
+            if add(i as u64 + 1, &entry) {
+                return Ok(());
+            }
+        }
+        let inodes = self.inodes.lock().unwrap();
+        let children = dir.children.iter().enumerate().skip(start.saturating_sub(dots.len()));
+        for (i, child) in children {
+            let path = tree::child_path(&dir.path, &child.name);
+            let kind = match child_kind(&dir.path, child) {
+                Kind::Dir => FileType::Directory,
+                Kind::Symlink(_) => FileType::Symlink,
+                _ => FileType::RegularFile,
+            };
+            // The number a lookup will give this path, without creating the inode now.
+            let ino = inodes.ino_of(&path).unwrap_or_else(|| tree::stable_ino(&path));
+            let entry = DirEntry { ino, kind, name: child.name.clone() };
+            if add((i + dots.len()) as u64 + 1, &entry) {
                 break;
             }
         }

@@ -293,3 +293,46 @@ async fn permanent_failures_are_remembered_briefly_like_404s() {
     f.mds.set_down(false);
     assert!(f.cat("instance/attributes/startup-script").await.is_ok());
 }
+
+#[tokio::test]
+async fn directory_handles_share_the_cached_listing_and_resume_at_any_offset() {
+    let f = fixture(tree());
+    let dir = f.walk("project").await.unwrap().attr.ino;
+    let handles: Vec<u64> = open_many(&f, dir, 1000).await;
+    let (listing, _) = f.core.listing("project").await.unwrap();
+    {
+        let open = f.core.handles.lock().unwrap();
+        for fh in &handles {
+            let Some(Handle::Dir(d)) = open.get(fh) else { panic!("not a dir handle") };
+            assert!(Arc::ptr_eq(&d.children, &listing), "a copy of the listing");
+        }
+    }
+    let all = |fh, offset| {
+        let mut seen = Vec::new();
+        f.core
+            .readdir(fh, offset, |next, e| {
+                seen.push((next, e.name.clone()));
+                false
+            })
+            .unwrap();
+        seen
+    };
+    let full = all(handles[0], 0);
+    let names: Vec<&str> = full.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, [".", "..", "attributes", "project-id"]);
+    for (i, (next, _)) in full.iter().enumerate() {
+        assert_eq!(all(handles[0], *next), full[i + 1..], "resumed after entry {i}");
+    }
+    for fh in handles {
+        f.core.release(fh);
+    }
+    assert_eq!(Arc::strong_count(&listing), 2, "only the cache and this test hold it");
+}
+
+async fn open_many(f: &Fixture, dir: u64, n: usize) -> Vec<u64> {
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        handles.push(f.core.opendir(dir).await.unwrap());
+    }
+    handles
+}
