@@ -1,0 +1,203 @@
+//! Hardening: what a hostile local user or an operator's bad day did to the daemon (issue 9),
+//! each on a real mount of the real binary against the real emulator.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{eventually, Emulator, Mount, DEADLINE};
+
+const TOKEN: &str = "instance/service-accounts/default/token";
+const ACCESS_TOKEN: &str = "instance/service-accounts/default/access_token";
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `bash -c script` as user `nobody` (uid/gid 65534), stdin and stdout piped.
+fn bash_as_nobody(script: &str) -> std::process::Child {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        Command::new("bash")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// The built-in fixture with `n` more instance attributes.
+fn fixture_with_attributes(dir: &Path, n: usize) -> std::path::PathBuf {
+    let text = include_str!("../src/emulator/builtin.json");
+    let mut fixture: serde_json::Value = serde_json::from_str(text).unwrap();
+    let attributes = fixture["instance"]["attributes"].as_object_mut().unwrap();
+    for i in 0..n {
+        attributes.insert(format!("key-{i:05}"), serde_json::Value::from(format!("value {i}")));
+    }
+    let path = dir.join("fixture.json");
+    std::fs::write(&path, fixture.to_string()).unwrap();
+    path
+}
+
+/// Item 1: each `opendir` copied the whole listing into its handle, so 1000 handles of a
+/// 20,000-key directory took the daemon from 9 MiB to 1.6 GiB (about 1.3 MiB a handle: the
+/// listing as `DirEntry`s). Handles now share the cached listing.
+#[test]
+fn a_thousand_directory_handles_of_a_huge_listing_cost_a_few_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture_with_attributes(dir.path(), 20_000);
+    let emu = Emulator::start(&["--fixture", fixture.to_str().unwrap()]);
+    let mount = Mount::start(&emu.addr, &["-o", "allow_other"]);
+    let attributes = mount.path("instance/attributes");
+    // Warm: the listing is in the cache before the baseline.
+    let listed = std::fs::read_dir(&attributes).unwrap().count();
+    assert!(listed >= 20_000, "{listed}");
+    let before = rss_kib(mount.pid());
+    let script = format!(
+        "ulimit -n 2048 || exit 1; for i in $(seq 1000); do exec {{fd}}<'{}' || exit 1; done; \
+         ls -f /proc/self/fd/{{3..5}} >/dev/null; echo ready; read _",
+        attributes.display()
+    );
+    let mut holder = bash_as_nobody(&script);
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "nobody could not open 1000 handles");
+    // Each of these ran through opendir; also read through a handle, as `ls` does.
+    let (ok, _) = common::as_nobody("ls", &[&attributes]);
+    assert!(ok);
+    let during = rss_kib(mount.pid());
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let grown_mib = during.saturating_sub(before) / 1024;
+    assert!(grown_mib < 32, "1000 handles grew the daemon by {grown_mib} MiB");
+}
+
+/// Item 4: a token request that timed out after connecting started the "unreachable server"
+/// hold, and cold reads of healthy paths failed with EIO for 2 s without being sent.
+#[test]
+fn a_slow_token_path_does_not_fail_cold_reads_of_healthy_paths() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &["-o", "timeout=1"]);
+    let fault = r#"{"prefix":"/computeMetadata/v1/instance/service-accounts/default/token","latency_ms":3000}"#;
+    assert_eq!(emu.control("POST", "faults", fault).0, 200);
+    let err = mount.read(ACCESS_TOKEN).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    for path in ["project/project-id", "instance/zone", "project/attributes/ssh-keys"] {
+        let expected = emu.get(path).1;
+        assert_eq!(mount.read(path).expect(path), expected, "{path}");
+    }
+}
+
+/// Item 5: 100 `stat`s by an unprivileged user of an oversized value, or of a path answered
+/// without `Metadata-Flavor`, sent 100 requests. Permanent failures are now cached like 404s.
+#[test]
+fn permanent_failures_cost_one_request_however_often_a_user_stats() {
+    let emu = Emulator::start(&[]);
+    let big = "x".repeat(2000);
+    assert_eq!(emu.control("PUT", "values/instance/attributes/big", &big).0, 200);
+    let mount = Mount::start(&emu.addr, &["-o", "allow_other,max_value=1000"]);
+    let fault = r#"{"prefix":"/computeMetadata/v1/instance/hostname","no_flavor":true}"#;
+    assert_eq!(emu.control("POST", "faults", fault).0, 200);
+    for (path, errno) in [("instance/attributes/big", "File too large"), ("instance/hostname", "")] {
+        let full = mount.path(path);
+        let script = format!(
+            "for i in $(seq 100); do stat -c %s '{}' 2>&1; done | sort | uniq -c",
+            full.display()
+        );
+        let output = bash_as_nobody(&script).wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("100 "), "{path}: every stat failed the same way: {text}");
+        assert!(text.contains(errno), "{path}: {text}");
+        let sent = emu.count(path);
+        assert!((1..=2).contains(&sent), "{path}: 100 stats sent {sent} requests");
+    }
+}
+
+fn mount_options(mountpoint: &Path) -> Vec<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(&*mountpoint.to_string_lossy()))
+        .last()
+        .expect("the mount in mountinfo");
+    line.split_whitespace().nth(5).unwrap().split(',').map(String::from).collect()
+}
+
+fn shell_ok(command: &str, path: &Path) -> bool {
+    Command::new("sh").args(["-c", command, "sh"]).arg(path).status().unwrap().success()
+}
+
+fn setxattr(path: &Path) -> std::io::Error {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer with its length.
+    let rc = unsafe { libc::setxattr(c_path.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    assert_eq!(rc, -1, "setxattr succeeded");
+    std::io::Error::last_os_error()
+}
+
+/// Item 7: without a write-through option the mount said `rw`, so `test -w` (even as root)
+/// and Java's `Files.isWritable` said yes.
+#[test]
+fn the_mount_is_read_only_unless_a_write_through_option_is_on() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    assert!(mount_options(&mount.mountpoint).contains(&"ro".to_string()));
+    assert!(!shell_ok("test -w \"$1\"", &mount.path("project/project-id")));
+    assert!(!shell_ok("test -w \"$1\"", &mount.mountpoint));
+    assert_eq!(setxattr(&mount.path("project/project-id")).raw_os_error(), Some(libc::EROFS));
+
+    let writable = Mount::start(&emu.addr, &["-o", "guest_attributes"]);
+    assert!(mount_options(&writable.mountpoint).contains(&"rw".to_string()));
+    let value = writable.path("project/project-id");
+    assert_eq!(setxattr(&value).raw_os_error(), Some(libc::EROFS), "EROFS, not ENOSYS");
+}
+
+/// Item 8: a token body whose `access_token` held a space was served (an unquoted
+/// `Bearer $(cat …)` splits), and a token with `expires_in` under 5 s was served.
+#[test]
+fn tokens_with_bad_characters_or_seconds_left_are_never_served() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    let bad = r#"{"access_token":"ya29.with space","expires_in":3600,"token_type":"Bearer"}"#;
+    let fault = serde_json::json!({
+        "prefix": format!("/computeMetadata/v1/{TOKEN}"), "body": bad, "count": 1,
+    });
+    assert_eq!(emu.control("POST", "faults", &fault.to_string()).0, 200);
+    let err = mount.read(ACCESS_TOKEN).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // Once the fault is spent and the brief hold has passed, the real token is served.
+    let token = eventually("a good token", DEADLINE, || mount.read(ACCESS_TOKEN).ok());
+    assert!(token.starts_with(b"ya29.emulated."), "{}", String::from_utf8_lossy(&token));
+
+    let (_, listing) = emu.get("instance/service-accounts/");
+    let listing = String::from_utf8(listing).unwrap();
+    let email = listing.lines().find(|l| l.contains('@')).unwrap().trim_end_matches('/');
+    let short = r#"{"access_token":"ya29.short","expires_in":3,"token_type":"Bearer"}"#;
+    let path = format!("instance/service-accounts/{email}/token");
+    let fault =
+        serde_json::json!({ "prefix": format!("/computeMetadata/v1/{path}"), "body": short });
+    assert_eq!(emu.control("POST", "faults", &fault.to_string()).0, 200);
+    let err = mount.read(&path).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "a token with 3 s left was served");
+
+    let log = mount.log_text();
+    assert!(log.contains("misconfigured") && log.contains("RFC 6750"), "{log}");
+    assert!(!log.contains("with space") && !log.contains("ya29.short"), "token bytes logged");
+}
