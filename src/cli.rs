@@ -223,8 +223,15 @@ fn join_lists(options: &[String]) -> Vec<String> {
 }
 
 /// The `-o` names that stand alone.
-const FLAGS: &[&str] =
-    &["emulate", "foreground", "scoped_tokens", "guest_attributes", "allow_other", "allow_root", "ro"];
+const FLAGS: &[&str] = &[
+    "emulate",
+    "foreground",
+    "scoped_tokens",
+    "guest_attributes",
+    "allow_other",
+    "allow_root",
+    "ro",
+];
 
 fn is_option_name(name: &str) -> bool {
     FLAGS.contains(&name) || IGNORED.contains(&name) || name.starts_with("x-")
@@ -289,7 +296,8 @@ fn apply_option(args: &mut Args, option: &str, read_only: &mut bool) -> Result<(
         "log_file" => args.log_file = Some(PathBuf::from(text(name, value)?)),
         _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {}
         _ => {
-            let hint = suggestion(name).map(|s| format!("; did you mean '{s}'?")).unwrap_or_default();
+            let hint =
+                suggestion(name).map(|s| format!("; did you mean '{s}'?")).unwrap_or_default();
             let message = format!("unknown mount option '{name}'{hint}");
             return Err(usage_error(ErrorKind::UnknownArgument, message));
         }

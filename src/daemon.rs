@@ -6,7 +6,10 @@
 //! - With `-f` it mounts, tells systemd `READY=1` (Type=notify) once the mount answers, and on
 //!   SIGTERM/SIGINT says `STOPPING=1`, unmounts (lazily if busy) and exits 0.
 //! - A mountpoint left by a killed daemon ("Transport endpoint is not connected") is detached
-//!   first and reused.
+//!   first and reused. A live mount is never mounted over (autofs excepted: systemd automount
+//!   mounts us there), and the daemon only ever unmounts its own mount: unmounting goes by path,
+//!   which names whatever is on top (see `mounts`). fuser's unmount-on-drop is disarmed for the
+//!   same reason.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -25,12 +28,15 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::fs::{Core, FsConfig};
 use crate::fuse::FuseFs;
 use crate::mds::{HttpConfig, HttpMds, Mds};
+use crate::mounts;
 use crate::perms::Permissions;
 
 /// The pipe a background parent waits on: the child writes `ok` or `error: …` to it.
 const READY_FD_ENV: &str = "METADATAFS_READY_FD";
 /// How long an unmount waits for the kernel to end the session before the daemon exits anyway.
 const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+/// How often the main thread checks whether the FUSE session ended (an external `umount`).
+const SESSION_POLL: Duration = Duration::from_millis(250);
 /// How soon 404s are asked about again.
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
@@ -104,12 +110,6 @@ fn report(pipe: &OwnedFd, message: &str) {
     let _ = writeln!(file, "{}", message.replace('\n', " "));
 }
 
-#[derive(Debug)]
-enum Event {
-    Signal(&'static str),
-    Ended(std::io::Result<()>),
-}
-
 fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -134,46 +134,57 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
 
     // Listen before mounting: a SIGTERM that arrives while we mount unmounts right after,
     // instead of killing us with the mount up.
-    let (events, event) = mpsc::channel();
-    runtime.spawn(forward_signals(events.clone()));
+    let (signals, signal) = mpsc::channel();
+    runtime.spawn(forward_signals(signals));
 
     prepare_mountpoint(&config.mountpoint)?;
     let fs = FuseFs::new(core, runtime.handle().clone());
-    let mut session =
+    let session =
         fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
             anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
         })?;
-    let mut unmounter = session.unmount_callable();
-    std::thread::Builder::new()
-        .name("metadatafs-fuse".into())
-        .spawn(move || events.send(Event::Ended(session.run())))
-        .context("starting the FUSE session")?;
+    // `spawn` moves fuser's unmount-on-drop into the handle, which is never dropped: fuser
+    // unmounts by path, and by the time the session ends the path may name another mount.
+    let session =
+        std::mem::ManuallyDrop::new(session.spawn().context("starting the FUSE session")?);
 
     wait_until_live(&config.mountpoint)?;
+    let ours = mounts::top(&config.mountpoint).map(|m| m.id);
     if let Some(pipe) = ready_pipe.take() {
         report(&pipe, "ok");
     }
     sd_notify("READY=1");
     info!("mounted {endpoint} on {}", config.mountpoint.display());
 
-    match event.recv() {
-        Ok(Event::Signal(name)) => {
-            info!("{name}: unmounting {}", config.mountpoint.display());
-            sd_notify("STOPPING=1");
-            if let Err(e) = unmounter.unmount() {
-                info!("unmount: {e}; detaching lazily");
-                detach(&config.mountpoint);
-            }
-            if let Ok(Event::Ended(Err(e))) = event.recv_timeout(UNMOUNT_GRACE) {
-                warn!("FUSE session ended with an error: {e}");
+    let signal = loop {
+        match signal.recv_timeout(SESSION_POLL) {
+            Ok(name) => break Some(name),
+            Err(mpsc::RecvTimeoutError::Timeout) if !session.guard.is_finished() => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => break None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("signal channel closed"),
+        }
+    };
+    sd_notify("STOPPING=1");
+    match signal {
+        None => info!("{} was unmounted", config.mountpoint.display()),
+        Some(name) => {
+            let top = mounts::top(&config.mountpoint);
+            if ours.is_some() && top.as_ref().map(|m| m.id) == ours {
+                info!("{name}: unmounting {}", config.mountpoint.display());
+                unmount(&config.mountpoint);
+                let deadline = Instant::now() + UNMOUNT_GRACE;
+                while !session.guard.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            } else {
+                // Exiting closes our FUSE connection, so our mount stops wherever it is.
+                let what = top.map_or("nothing".into(), |m| m.describe());
+                warn!(
+                    "{name}: not unmounting {}: the mount there now is not ours ({what})",
+                    config.mountpoint.display()
+                );
             }
         }
-        Ok(Event::Ended(result)) => {
-            sd_notify("STOPPING=1");
-            result.context("FUSE session")?;
-            info!("{} was unmounted", config.mountpoint.display());
-        }
-        Err(_) => bail!("event channel closed"),
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(emulator);
@@ -264,7 +275,7 @@ async fn refresh_tokens<M: Mds>(core: Arc<Core<M>>) {
 
 /// SIGTERM, SIGINT and SIGHUP (a closed terminal under `-f`) all unmount cleanly, as libfuse
 /// daemons do, rather than leave a dead mount behind.
-async fn forward_signals(events: mpsc::Sender<Event>) {
+async fn forward_signals(signals: mpsc::Sender<&'static str>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -279,7 +290,7 @@ async fn forward_signals(events: mpsc::Sender<Event>) {
         _ = int.recv() => "SIGINT",
         _ = hup.recv() => "SIGHUP",
     };
-    let _ = events.send(Event::Signal(name));
+    let _ = signals.send(name);
 }
 
 /// Detach a mount left dead by a killed daemon, so it can be mounted again. `stat` can be
@@ -298,7 +309,27 @@ fn prepare_mountpoint(path: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("mountpoint {}", path.display())),
-        Ok(_) => Ok(()),
+        Ok(_) => match mounts::top(path) {
+            Some(live) if live.fstype != "autofs" => bail!(
+                "{} is already a mount point ({}); unmount it first",
+                path.display(),
+                live.describe()
+            ),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Unmount (lazily if busy) what is at `path`; callers check first that it is our mount.
+fn unmount(path: &Path) {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        info!("unmount: {e}; detaching lazily");
+        detach(path);
     }
 }
 

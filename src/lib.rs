@@ -13,6 +13,7 @@ pub mod fs;
 pub mod fuse;
 pub mod logging;
 pub mod mds;
+pub mod mounts;
 pub mod perms;
 pub mod token;
 pub mod tree;

@@ -115,7 +115,8 @@ fn permanent_failures_cost_one_request_however_often_a_user_stats() {
     let mount = Mount::start(&emu.addr, &["-o", "allow_other,max_value=1000"]);
     let fault = r#"{"prefix":"/computeMetadata/v1/instance/hostname","no_flavor":true}"#;
     assert_eq!(emu.control("POST", "faults", fault).0, 200);
-    for (path, errno) in [("instance/attributes/big", "File too large"), ("instance/hostname", "")] {
+    for (path, errno) in [("instance/attributes/big", "File too large"), ("instance/hostname", "")]
+    {
         let full = mount.path(path);
         let script = format!(
             "for i in $(seq 100); do stat -c %s '{}' 2>&1; done | sort | uniq -c",
@@ -147,7 +148,8 @@ fn shell_ok(command: &str, path: &Path) -> bool {
 fn setxattr(path: &Path) -> std::io::Error {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: valid NUL-terminated strings and a buffer with its length.
-    let rc = unsafe { libc::setxattr(c_path.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    let rc =
+        unsafe { libc::setxattr(c_path.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
     assert_eq!(rc, -1, "setxattr succeeded");
     std::io::Error::last_os_error()
 }
@@ -200,4 +202,72 @@ fn tokens_with_bad_characters_or_seconds_left_are_never_served() {
     let log = mount.log_text();
     assert!(log.contains("misconfigured") && log.contains("RFC 6750"), "{log}");
     assert!(!log.contains("with space") && !log.contains("ya29.short"), "token bytes logged");
+}
+
+/// Unmounts (lazily) whatever the test mounted at a path, even when the test fails.
+struct Detach(std::path::PathBuf);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        common::detach(&self.0);
+    }
+}
+
+fn top_fstype(mountpoint: &Path) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(&*mountpoint.to_string_lossy()))
+        .last()?;
+    let (_, after) = line.split_once(" - ").unwrap();
+    after.split_whitespace().next().map(String::from)
+}
+
+/// Item 6: mounting twice on one directory stacked a second daemon silently.
+#[test]
+fn a_second_mount_on_a_live_mount_is_refused_and_the_first_keeps_serving() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    for foreground in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_metadatafs"));
+        if foreground {
+            command.arg("-f");
+        }
+        let output = command
+            .args(["--endpoint", &emu.addr])
+            .arg(&mount.mountpoint)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "-f {foreground}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("already a mount point"), "{stderr}");
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let here = mount.mountpoint.to_string_lossy();
+    let stacked = mountinfo.lines().filter(|l| l.split_whitespace().nth(4) == Some(&*here)).count();
+    assert_eq!(stacked, 1, "a second mount was stacked");
+    assert_eq!(mount.read("project/project-id").unwrap(), emu.get("project/project-id").1);
+}
+
+/// Item 6: an exiting daemon unmounted by path whatever was on top, so one `umount` took down
+/// two mounts. A daemon only ever unmounts its own mount.
+#[test]
+fn a_daemon_never_unmounts_a_mount_stacked_over_its_own() {
+    let emu = Emulator::start(&[]);
+    let mut mount = Mount::start(&emu.addr, &[]);
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "stacked"])
+        .arg(&mount.mountpoint)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tmpfs = Detach(mount.mountpoint.clone());
+    std::fs::write(mount.path("marker"), b"still here").unwrap();
+    assert!(mount.signal(libc::SIGTERM).success());
+    assert_eq!(top_fstype(&mount.mountpoint).as_deref(), Some("tmpfs"), "tmpfs was unmounted");
+    assert_eq!(mount.read("marker").unwrap(), b"still here");
+    drop(tmpfs);
+    // What is left below is our dead mount; `Mount`'s drop detaches it.
 }
