@@ -131,13 +131,16 @@ fn permanent_failures_cost_one_request_however_often_a_user_stats() {
     }
 }
 
-fn mount_options(mountpoint: &Path) -> Vec<String> {
+/// The last (top) line of /proc/self/mountinfo for `mountpoint`.
+fn mountinfo_line(mountpoint: &Path) -> Option<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = mountinfo
-        .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some(&*mountpoint.to_string_lossy()))
-        .last()
-        .expect("the mount in mountinfo");
+    let here = mountpoint.to_string_lossy();
+    let mut lines = mountinfo.lines().filter(|l| l.split_whitespace().nth(4) == Some(&*here));
+    lines.next_back().map(String::from)
+}
+
+fn mount_options(mountpoint: &Path) -> Vec<String> {
+    let line = mountinfo_line(mountpoint).expect("the mount in mountinfo");
     line.split_whitespace().nth(5).unwrap().split(',').map(String::from).collect()
 }
 
@@ -214,11 +217,7 @@ impl Drop for Detach {
 }
 
 fn top_fstype(mountpoint: &Path) -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = mountinfo
-        .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some(&*mountpoint.to_string_lossy()))
-        .last()?;
+    let line = mountinfo_line(mountpoint)?;
     let (_, after) = line.split_once(" - ").unwrap();
     after.split_whitespace().next().map(String::from)
 }
