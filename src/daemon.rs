@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::cli::Config;
 use crate::clock::SystemClock;
@@ -29,7 +29,7 @@ use crate::fs::{Core, FsConfig};
 use crate::fuse::FuseFs;
 use crate::mds::{HttpConfig, HttpMds, Mds};
 use crate::mounts;
-use crate::perms::Permissions;
+use crate::perms::{self, Permissions};
 
 /// The pipe a background parent waits on: the child writes `ok` or `error: …` to it.
 const READY_FD_ENV: &str = "METADATAFS_READY_FD";
@@ -138,7 +138,7 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     runtime.spawn(forward_signals(signals));
 
     prepare_mountpoint(&config.mountpoint)?;
-    let fs = FuseFs::new(core, runtime.handle().clone());
+    let fs = FuseFs::new(core.clone(), runtime.handle().clone());
     let session =
         fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
             anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
@@ -155,6 +155,7 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     }
     sd_notify("READY=1");
     info!("mounted {endpoint} on {}", config.mountpoint.display());
+    runtime.spawn(check_secret_paths(core.clone(), config.clone()));
 
     let signal = loop {
         match signal.recv_timeout(SESSION_POLL) {
@@ -222,7 +223,7 @@ fn fs_config(config: &Config) -> FsConfig {
             uid,
             gid,
             secret_gid: config.secret_gid,
-            secret_paths: config.secret_paths.clone(),
+            secret_paths: secret_globs(config),
         },
     }
 }
@@ -260,6 +261,29 @@ fn warn_unimplemented(config: &Config) {
     ] {
         if set {
             warn!("option {name} is not supported by this version yet; ignored");
+        }
+    }
+}
+
+fn secret_globs(config: &Config) -> Vec<String> {
+    let globs = config.secret_paths.iter();
+    globs.map(|glob| perms::normalize_glob(glob, &config.mountpoint)).collect()
+}
+
+/// Warn about `secret_paths` globs that can match nothing on this server: a glob that names a
+/// directory the MDS does not list protects nothing, and its author believes otherwise.
+async fn check_secret_paths<M: Mds>(core: Arc<Core<M>>, config: Config) {
+    for (written, glob) in config.secret_paths.iter().zip(secret_globs(&config)) {
+        let Some(dirs) = perms::literal_dirs(&glob) else {
+            continue;
+        };
+        match core.is_dir(dirs).await {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                "secret_paths '{written}' matches nothing: the metadata server has no directory \
+                 {dirs}/ (globs are relative to the mount root, e.g. instance/attributes/KEY)"
+            ),
+            Err(e) => debug!("secret_paths '{written}' not checked: {e}"),
         }
     }
 }

@@ -200,6 +200,19 @@ impl<M: Mds> Core<M> {
         }
     }
 
+    /// Whether `path` is a directory the MDS lists (to check options against the real tree).
+    pub async fn is_dir(&self, path: &str) -> Result<bool> {
+        let mut dir = String::new();
+        for name in path.split('/') {
+            match self.resolve(&dir, name).await {
+                Ok((node, _)) if node.kind == Kind::Dir => dir = node.path,
+                Ok(_) | Err(Error::NotFound) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.node(ino)?.kind {
             Kind::Symlink(target) => Ok(target.into_bytes()),

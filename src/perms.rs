@@ -1,7 +1,12 @@
 //! Who may read what (SPEC §3). The kernel enforces these modes (`default_permissions`), so a
 //! user outside the secret class gets EACCES even on a mount with `allow_other`.
 
+use std::path::Path;
+
 use crate::tree::Kind;
+
+/// The root symlink users reach service accounts through (see `fs`).
+const SERVICE_ACCOUNTS_LINK: &str = "service-accounts";
 
 /// Attribute keys that usually carry credentials or scripts with credentials in them.
 const SECRET_ATTRIBUTES: &[&str] = &["kube-env", "startup-script", "shutdown-script", "user-data"];
@@ -14,7 +19,7 @@ pub struct Permissions {
     pub gid: u32,
     /// `secret_group`: secret files become 0440 with this group.
     pub secret_gid: Option<u32>,
-    /// `secret_paths`: more globs in the secret class, relative to the mount root.
+    /// `secret_paths`: more globs in the secret class, as [`normalize_glob`] gives them.
     pub secret_paths: Vec<String>,
 }
 
@@ -43,6 +48,39 @@ impl Permissions {
         secret_attribute
             || self.secret_paths.iter().any(|glob| glob_match(glob.trim_start_matches('/'), path))
     }
+}
+
+/// A `secret_paths` glob as the user wrote it → the form matched against MDS paths. Users
+/// write paths as they see them: through the `service-accounts` symlink, with the mountpoint
+/// in front (`/meta/project/…`), with a leading `/`, or copied from an MDS URL
+/// (`computeMetadata/v1/…`); all of those name the same files. A trailing `/` means
+/// everything below that directory.
+pub fn normalize_glob(glob: &str, mountpoint: &Path) -> String {
+    let mountpoint = mountpoint.to_string_lossy();
+    let mountpoint = mountpoint.trim_end_matches('/');
+    let mut glob = glob.trim();
+    if let Some(rest) = glob.strip_prefix(mountpoint).and_then(|r| r.strip_prefix('/')) {
+        glob = rest;
+    }
+    let glob = glob.trim_start_matches('/');
+    let glob = glob.strip_prefix("computeMetadata/v1/").unwrap_or(glob);
+    let parts: Vec<&str> = glob.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut out = parts.join("/");
+    if glob.ends_with('/') && !out.is_empty() {
+        out.push_str("/**");
+    }
+    if out == SERVICE_ACCOUNTS_LINK || out.starts_with(&format!("{SERVICE_ACCOUNTS_LINK}/")) {
+        out = format!("instance/{out}");
+    }
+    out
+}
+
+/// The directories a normalized glob needs before its first wildcard: if one of them does not
+/// exist, the glob matches nothing.
+pub fn literal_dirs(glob: &str) -> Option<&str> {
+    let wildcard = glob.find(['*', '?']).unwrap_or(glob.len());
+    let end = glob[..wildcard].rfind('/')?;
+    Some(&glob[..end])
 }
 
 /// `*` matches within one path component, `**` across components, `?` one character.
@@ -87,6 +125,35 @@ mod tests {
         assert_eq!(perms.mode("instance", &Kind::Dir).0, 0o555);
         let grouped = Permissions { secret_gid: Some(42), ..perms };
         assert_eq!(grouped.mode(token, &Kind::AccessToken), (0o440, 42));
+    }
+
+    #[test]
+    fn globs_match_the_path_the_user_wrote() {
+        let meta = Path::new("/meta/");
+        let normal = |glob| normalize_glob(glob, meta);
+        assert_eq!(normal("service-accounts/**"), "instance/service-accounts/**");
+        assert_eq!(normal("/meta/service-accounts/*/email"), "instance/service-accounts/*/email");
+        assert_eq!(normal("/meta/project/attributes/db-*"), "project/attributes/db-*");
+        assert_eq!(normal("/project//attributes/./x"), "project/attributes/x");
+        assert_eq!(normal("computeMetadata/v1/instance/zone"), "instance/zone");
+        assert_eq!(normal("instance/attributes/"), "instance/attributes/**");
+        assert_eq!(normal("/metadata/x"), "metadata/x", "only the mountpoint as a whole");
+        let perms =
+            Permissions { secret_paths: vec![normal("service-accounts/**")], ..Default::default() };
+        let email = "instance/service-accounts/default/email";
+        assert_eq!(perms.mode(email, &Kind::Value).0, 0o400);
+        assert_eq!(perms.mode("project/project-id", &Kind::Value).0, 0o444);
+    }
+
+    #[test]
+    fn the_directories_a_glob_needs() {
+        assert_eq!(
+            literal_dirs("instance/service-accounts/*/email"),
+            Some("instance/service-accounts")
+        );
+        assert_eq!(literal_dirs("nosuch/dir/x"), Some("nosuch/dir"));
+        assert_eq!(literal_dirs("**/secret"), None);
+        assert_eq!(literal_dirs("project-id"), None);
     }
 
     #[test]

@@ -270,3 +270,42 @@ fn a_daemon_never_unmounts_a_mount_stacked_over_its_own() {
     drop(tmpfs);
     // What is left below is our dead mount; `Mount`'s drop detaches it.
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Item 9: `secret_paths=service-accounts/**` matched nothing (paths were matched under
+/// `instance/`), silently. Globs now match the path as the user wrote it, and a glob under a
+/// directory the server does not have is warned about at mount time.
+#[test]
+fn secret_paths_match_the_path_the_user_wrote_or_are_warned_about() {
+    let emu = Emulator::start(&[]);
+    let mut mount = Mount::unstarted();
+    let globs = [
+        "service-accounts/*/email".to_string(),
+        format!("{}/project/attributes/ssh-*", mount.mountpoint.display()),
+        "/computeMetadata/v1/instance/zone".to_string(),
+        "nosuch/dir/*".to_string(),
+    ];
+    let option = format!("allow_other,secret_paths={}", globs.join(":"));
+    mount.spawn(&["--endpoint", &emu.addr], &["-o", &option], &[]);
+    for secret in [
+        "service-accounts/default/email",
+        "instance/service-accounts/default/email",
+        "project/attributes/ssh-keys",
+        "instance/zone",
+    ] {
+        assert_eq!(mode(&mount.path(secret)), 0o400, "{secret}");
+        let (readable, _) = common::as_nobody("cat", &[&mount.path(secret)]);
+        assert!(!readable, "nobody read {secret}");
+    }
+    assert_eq!(mode(&mount.path("project/project-id")), 0o444);
+    let warned = eventually("the warning", DEADLINE, || {
+        let log = mount.log_text();
+        log.lines().find(|l| l.contains("'nosuch/dir/*' matches nothing")).map(String::from)
+    });
+    assert!(warned.contains("WARN") && warned.contains("nosuch/dir/"), "{warned}");
+    assert!(!mount.log_text().contains("'service-accounts/*/email' matches nothing"));
+}

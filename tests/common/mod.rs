@@ -169,6 +169,13 @@ impl Mount {
     }
 
     pub fn start_with(first: &[&str], args: &[&str], env: &[(&str, &str)]) -> Mount {
+        let mut mount = Mount::unstarted();
+        mount.spawn(first, args, env);
+        mount
+    }
+
+    /// The mountpoint and log of a mount not started yet (for options that name the mountpoint).
+    pub fn unstarted() -> Mount {
         let dir = tempfile::tempdir().unwrap();
         // Other users (the permission tests) must be able to walk to the mountpoint.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -176,9 +183,7 @@ impl Mount {
         let mountpoint = dir.path().join("meta");
         std::fs::create_dir(&mountpoint).unwrap();
         let log = dir.path().join("metadatafs.log");
-        let mut mount = Mount { dir, mountpoint, child: None, log };
-        mount.spawn(first, args, env);
-        mount
+        Mount { dir, mountpoint, child: None, log }
     }
 
     /// Start a daemon on this mountpoint (again, after `signal`) and wait until it is live.
