@@ -27,6 +27,7 @@ use crate::clock::SystemClock;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::fs::{Core, FsConfig};
 use crate::fuse::FuseFs;
+use crate::logging;
 use crate::mds::{HttpConfig, HttpMds, Mds};
 use crate::mounts;
 use crate::perms::{self, Permissions};
@@ -42,6 +43,14 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 pub fn run(config: Config) -> Result<()> {
     if !config.foreground {
+        if config.log_file.is_none() && !logging::syslog_available() {
+            // The last chance to tell anyone: after this, the daemon's stderr is /dev/null.
+            eprintln!(
+                "metadatafs: warning: no syslog socket at {}: the daemon's log goes nowhere \
+                 (use -o log_file=PATH, or -f)",
+                logging::syslog_socket().display()
+            );
+        }
         return spawn_background();
     }
     let mut ready_pipe = take_ready_pipe();
@@ -66,7 +75,7 @@ fn spawn_background() -> Result<()> {
     let exe = std::env::current_exe().context("finding our own executable")?;
     let mut command = Command::new(exe);
     command.args(std::env::args_os().skip(1)).arg("-f").env(READY_FD_ENV, write_fd.to_string());
-    // Logs go to syslog (see `logging`); holding the caller's stdio open would keep a pipe
+    // Logs go to syslog or log_file (see `logging`); holding the caller's stdio open would keep a pipe
     // or a `$(…)` waiting for as long as the mount lives.
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls between fork and exec.

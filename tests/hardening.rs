@@ -309,3 +309,117 @@ fn secret_paths_match_the_path_the_user_wrote_or_are_warned_about() {
     assert!(warned.contains("WARN") && warned.contains("nosuch/dir/"), "{warned}");
     assert!(!mount.log_text().contains("'service-accounts/*/email' matches nothing"));
 }
+
+/// `metadatafs MOUNTPOINT` in the background (no `-f`), as a user runs it: (exit ok, stderr).
+fn mount_in_background(
+    emu: &Emulator,
+    mountpoint: &Path,
+    args: &[&str],
+    syslog: &Path,
+) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
+        .args(["--endpoint", &emu.addr])
+        .arg(mountpoint)
+        .args(args)
+        .env("METADATAFS_SYSLOG_SOCKET", syslog)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn fault(emu: &Emulator, spec: serde_json::Value) {
+    assert_eq!(emu.control("POST", "faults", &spec.to_string()).0, 200);
+}
+
+/// Item 2: a daemon started without `-f` wrote its log to stderr, which is /dev/null; the
+/// syslog the README promised was never set up.
+#[test]
+fn a_background_daemon_logs_to_syslog_with_each_records_severity() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("log");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    syslog.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mountpoint = dir.path().join("meta");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let (ok, stderr) = mount_in_background(&emu, &mountpoint, &["-o", "timeout=1"], &socket);
+    let _mounted = Detach(mountpoint.clone());
+    assert!(ok, "{stderr}");
+    assert!(stderr.is_empty(), "nothing to tell the caller: {stderr}");
+
+    fault(
+        &emu,
+        serde_json::json!({"prefix": "/computeMetadata/v1/project/project-id", "status": 503}),
+    );
+    fault(
+        &emu,
+        serde_json::json!({"prefix": "/computeMetadata/v1/instance/zone", "no_flavor": true}),
+    );
+    for path in ["project/project-id", "instance/zone"] {
+        let err = std::fs::read(mountpoint.join(path)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{path}");
+    }
+    let (mut warning, mut error) = (None, None);
+    let mut buf = vec![0u8; 4096];
+    while warning.is_none() || error.is_none() {
+        let n = syslog.recv(&mut buf).expect("a log line on the syslog socket");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains("project/project-id") && line.contains("HTTP 503") {
+            warning = Some(line);
+        } else if line.contains("instance/zone") && line.contains("Metadata-Flavor") {
+            error = Some(line);
+        }
+    }
+    let (warning, error) = (warning.unwrap(), error.unwrap());
+    // daemon.warning = 3 * 8 + 4, daemon.err = 3 * 8 + 3; then `Mmm dd hh:mm:ss tag[pid]: `.
+    assert!(warning.starts_with("<28>"), "{warning}");
+    assert!(error.starts_with("<27>"), "{error}");
+    let tag = &warning[4 + 16..];
+    assert!(tag.starts_with("metadatafs[") && tag.contains("]: "), "{warning}");
+}
+
+/// Item 2: where there is no syslog socket the caller hears so before the daemon detaches, and
+/// `-o log_file=PATH` keeps the log.
+#[test]
+fn without_syslog_the_caller_is_told_and_log_file_keeps_the_log() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-syslog-here");
+    let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&first).unwrap();
+    std::fs::create_dir(&second).unwrap();
+    let (ok, stderr) = mount_in_background(&emu, &first, &[], &missing);
+    let _first = Detach(first.clone());
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no syslog socket") && stderr.contains("log_file"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    let log = dir.path().join("metadatafs.log");
+    let option = format!("log_file={},timeout=1", log.display());
+    let (ok, stderr) = mount_in_background(&emu, &second, &["-o", &option], &missing);
+    let _second = Detach(second.clone());
+    assert!(ok && stderr.is_empty(), "{stderr}");
+    fault(&emu, serde_json::json!({"prefix": "/computeMetadata/v1/project/", "status": 503}));
+    assert!(std::fs::read(second.join("project/project-id")).is_err());
+    eventually("the warning in log_file", DEADLINE, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|l| l.contains("WARN") && l.contains("HTTP 503")).then_some(())
+    });
+}
+
+/// Item 2: `RUST_LOG=debug` meant 40 lines of fuser capability noise; it now means this
+/// crate's debug lines (one per MDS request).
+#[test]
+fn rust_log_debug_means_this_crates_debug_lines() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start_with(&["--endpoint", &emu.addr], &[], &[("RUST_LOG", "debug")]);
+    mount.read("project/project-id").unwrap();
+    let log = eventually("a debug line", DEADLINE, || {
+        let log = mount.log_text();
+        log.contains("GET project/project-id -> 200").then_some(log)
+    });
+    let noise: Vec<&str> = log.lines().filter(|l| l.contains("fuser")).collect();
+    assert!(noise.is_empty(), "fuser lines at RUST_LOG=debug: {noise:#?}");
+}
