@@ -10,6 +10,11 @@
 //! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
 //!   value if there is one, which is then held for a short grace period so an outage does not
 //!   make every read wait out the timeout. Permanent failures are never papered over.
+//! - Once any refresh has failed, for [`STALE_GRACE`] every other expired key that has a last
+//!   good value serves it at once and is refreshed in the background (stale-while-revalidate,
+//!   RFC 5861), so a path whose directories all expired during a storm waits out one `timeout`,
+//!   not one per directory. A success ends that at once; a key whose background refresh
+//!   succeeds is fresh again, so a single failing path never keeps the others stale.
 //! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.
 
 use std::future::Future;
@@ -24,7 +29,8 @@ use lru::LruCache;
 use crate::clock::{Expiry, SharedClock};
 use crate::error::{Error, Result};
 
-/// The longest a stale value is served after a failed refresh before the MDS is asked again.
+/// The longest a stale value is served after a failed refresh before the MDS is asked again,
+/// and how long after any failed refresh expired keys are served stale at once.
 const STALE_GRACE: Duration = Duration::from_secs(5);
 
 /// How many bytes a cached value holds, for the status counters.
@@ -98,26 +104,51 @@ pub struct CacheStats {
 #[derive(Debug)]
 pub struct Cache<V> {
     slots: Mutex<LruCache<String, Arc<Slot<V>>>>,
-    clock: SharedClock,
-    pub stats: CacheStats,
+    shared: Arc<Shared>,
+    pub stats: Arc<CacheStats>,
 }
 
-impl<V: Clone + Weight> Cache<V> {
+/// What a background refresh needs besides its slot.
+#[derive(Debug)]
+struct Shared {
+    clock: SharedClock,
+    /// Until when expired keys are served stale at once: set by a failed refresh, cleared by
+    /// a successful one.
+    failing_until: Mutex<Option<Expiry>>,
+}
+
+impl Shared {
+    fn failing(&self) -> bool {
+        let until = self.failing_until.lock().unwrap();
+        until.is_some_and(|until| !until.is_expired(&*self.clock))
+    }
+}
+
+impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
     pub fn new(capacity: usize, clock: SharedClock) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Cache { slots: Mutex::new(LruCache::new(capacity)), clock, stats: CacheStats::default() }
+        let shared = Arc::new(Shared { clock, failing_until: Mutex::new(None) });
+        Cache { slots: Mutex::new(LruCache::new(capacity)), shared, stats: Arc::default() }
     }
 
     /// The value for `key`, from cache while fresh, else from `fetch`, which returns the value
-    /// and how long it stays fresh.
+    /// and how long it stays fresh. The fetch may run in the background (see the module docs),
+    /// hence `'static`.
     pub async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Entry<V>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(V, Duration)>>,
+        Fut: Future<Output = Result<(V, Duration)>> + Send + 'static,
     {
         let slot = self.slot(key);
         if let Some(entry) = self.fresh(&slot) {
             return Ok(entry);
+        }
+        if self.shared.failing() {
+            let stale = slot.entry.lock().unwrap().clone();
+            if let Some(stale) = stale {
+                self.revalidate(slot, fetch());
+                return Ok(stale);
+            }
         }
         let turn = slot.fill.turn().await;
         if let Some(entry) = self.fresh(&slot) {
@@ -134,29 +165,28 @@ impl<V: Clone + Weight> Cache<V> {
             None => {}
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let result = match fetch().await {
-            Ok((value, ttl)) => {
-                let entry = Entry { value, expiry: Expiry::from_now(&*self.clock, ttl) };
-                self.store(&slot, Some(entry.clone()));
-                Ok(entry)
-            }
-            Err(err) if err.is_transient() => self.stale(&slot, err),
-            Err(err) => Err(err),
-        };
+        let result = settle(&self.shared, &self.stats, &slot, fetch().await);
         turn.finish(&result);
         result
     }
 
-    /// The last good value after a transient failure, held for [`STALE_GRACE`].
-    fn stale(&self, slot: &Slot<V>, err: Error) -> Result<Entry<V>> {
-        let stale = slot.entry.lock().unwrap().clone();
-        let Some(mut entry) = stale else {
-            return Err(err);
+    /// Refresh `slot` in the background unless someone is already fetching it.
+    fn revalidate<Fut>(&self, slot: Arc<Slot<V>>, fetch: Fut)
+    where
+        Fut: Future<Output = Result<(V, Duration)>> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        warn!("{err}; serving the last good value");
-        entry.expiry = Expiry::from_now(&*self.clock, STALE_GRACE);
-        self.store(slot, Some(entry.clone()));
-        Ok(entry)
+        let (shared, stats) = (self.shared.clone(), self.stats.clone());
+        runtime.spawn(async move {
+            let Some(turn) = slot.fill.try_turn() else {
+                return;
+            };
+            stats.misses.fetch_add(1, Ordering::Relaxed);
+            let result = settle(&shared, &stats, &slot, fetch.await);
+            turn.finish(&result);
+        });
     }
 
     #[cfg(test)]
@@ -172,27 +202,58 @@ impl<V: Clone + Weight> Cache<V> {
         let slot = Arc::new(Slot { fill: Flight::default(), entry: Mutex::new(None) });
         if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
             drop(slots);
-            self.store(&evicted, None);
+            store(&self.stats, &evicted, None);
         }
         slot
     }
 
     fn fresh(&self, slot: &Slot<V>) -> Option<Entry<V>> {
         let entry = slot.entry.lock().unwrap();
-        let fresh = entry.as_ref().filter(|e| !e.expiry.is_expired(&*self.clock)).cloned();
+        let fresh = entry.as_ref().filter(|e| !e.expiry.is_expired(&*self.shared.clock)).cloned();
         if fresh.is_some() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
         }
         fresh
     }
+}
 
-    fn store(&self, slot: &Slot<V>, new: Option<Entry<V>>) {
-        let added = new.as_ref().map_or(0, |e| e.value.weight());
-        let old = std::mem::replace(&mut *slot.entry.lock().unwrap(), new);
-        let removed = old.map_or(0, |e| e.value.weight());
-        self.stats.bytes.fetch_add(added, Ordering::Relaxed);
-        self.stats.bytes.fetch_sub(removed, Ordering::Relaxed);
+/// Store what a fetch brought: the value; after a transient failure the last good value held
+/// for [`STALE_GRACE`] (and the cache marked failing); a permanent failure as it is.
+fn settle<V: Clone + Weight>(
+    shared: &Shared,
+    stats: &CacheStats,
+    slot: &Slot<V>,
+    fetched: Result<(V, Duration)>,
+) -> Result<Entry<V>> {
+    let clock = &*shared.clock;
+    match fetched {
+        Ok((value, ttl)) => {
+            *shared.failing_until.lock().unwrap() = None;
+            let entry = Entry { value, expiry: Expiry::from_now(clock, ttl) };
+            store(stats, slot, Some(entry.clone()));
+            Ok(entry)
+        }
+        Err(err) if err.is_transient() => {
+            *shared.failing_until.lock().unwrap() = Some(Expiry::from_now(clock, STALE_GRACE));
+            let stale = slot.entry.lock().unwrap().clone();
+            let Some(mut entry) = stale else {
+                return Err(err);
+            };
+            warn!("{err}; serving the last good value");
+            entry.expiry = Expiry::from_now(clock, STALE_GRACE);
+            store(stats, slot, Some(entry.clone()));
+            Ok(entry)
+        }
+        Err(err) => Err(err),
     }
+}
+
+fn store<V: Weight>(stats: &CacheStats, slot: &Slot<V>, new: Option<Entry<V>>) {
+    let added = new.as_ref().map_or(0, |e| e.value.weight());
+    let old = std::mem::replace(&mut *slot.entry.lock().unwrap(), new);
+    let removed = old.map_or(0, |e| e.value.weight());
+    stats.bytes.fetch_add(added, Ordering::Relaxed);
+    stats.bytes.fetch_sub(removed, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -223,12 +284,12 @@ mod tests {
     async fn fresh_values_are_served_without_fetching_until_the_ttl_passes() {
         let (clock, cache) = cache(10);
         let ttl = Duration::from_secs(60);
-        assert_eq!(cache.get("k", || async { Ok((1, ttl)) }).await.unwrap().value, 1);
-        let again = cache.get("k", || async { panic!("fetched while fresh") }).await.unwrap();
+        assert_eq!(cache.get("k", || async move { Ok((1, ttl)) }).await.unwrap().value, 1);
+        let again = cache.get("k", || async move { panic!("fetched while fresh") }).await.unwrap();
         assert_eq!(again.value, 1);
         assert_eq!(again.expiry.remaining(&*clock), ttl);
         clock.advance(ttl);
-        assert_eq!(cache.get("k", || async { Ok((2, ttl)) }).await.unwrap().value, 2);
+        assert_eq!(cache.get("k", || async move { Ok((2, ttl)) }).await.unwrap().value, 2);
         assert_eq!(cache.stats.misses.load(Ordering::Relaxed), 2);
         assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 4);
     }
@@ -237,15 +298,15 @@ mod tests {
     async fn a_transient_failure_serves_the_stale_value_and_a_permanent_one_does_not() {
         let (clock, cache) = cache(10);
         let ttl = Duration::from_secs(60);
-        cache.get("k", || async { Ok((1, ttl)) }).await.unwrap();
+        cache.get("k", || async move { Ok((1, ttl)) }).await.unwrap();
         clock.advance(ttl);
-        let stale = cache.get("k", || async { Err(down()) }).await.unwrap();
+        let stale = cache.get("k", || async move { Err(down()) }).await.unwrap();
         assert_eq!(stale.value, 1);
         assert_eq!(stale.expiry.remaining(&*clock), STALE_GRACE);
         clock.advance(STALE_GRACE);
-        let err = cache.get("k", || async { Err(Error::NotFound) }).await.unwrap_err();
+        let err = cache.get("k", || async move { Err(Error::NotFound) }).await.unwrap_err();
         assert_eq!(err, Error::NotFound);
-        assert!(cache.get("other", || async { Err(down()) }).await.is_err());
+        assert!(cache.get("other", || async move { Err(down()) }).await.is_err());
     }
 
     /// `n` readers of one cold key, all queued before the first fetch may answer `answer`.
@@ -304,8 +365,9 @@ mod tests {
     #[tokio::test]
     async fn a_reader_arriving_after_a_failure_tries_again() {
         let (_, cache) = cache(10);
-        assert!(cache.get("k", || async { Err::<(u32, Duration), _>(down()) }).await.is_err());
-        let entry = cache.get("k", || async { Ok((1, Duration::from_secs(1))) }).await.unwrap();
+        assert!(cache.get("k", || async move { Err::<(u32, Duration), _>(down()) }).await.is_err());
+        let entry =
+            cache.get("k", || async move { Ok((1, Duration::from_secs(1))) }).await.unwrap();
         assert_eq!(entry.value, 1);
     }
 
@@ -314,11 +376,65 @@ mod tests {
         let (_, cache) = cache(2);
         let ttl = Duration::from_secs(60);
         for (key, value) in [("a", 1), ("b", 2), ("c", 3)] {
-            cache.get(key, || async { Ok((value, ttl)) }).await.unwrap();
+            cache.get(key, || async move { Ok((value, ttl)) }).await.unwrap();
         }
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 8);
-        let refetched = cache.get("a", || async { Ok((10, ttl)) }).await.unwrap();
+        let refetched = cache.get("a", || async move { Ok((10, ttl)) }).await.unwrap();
         assert_eq!(refetched.value, 10);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_refresh_expired_keys_are_served_stale_at_once_and_refreshed_behind() {
+        let (clock, cache) = cache(10);
+        let ttl = Duration::from_secs(60);
+        for key in ["a", "b", "c"] {
+            cache.get(key, || async move { Ok((1, ttl)) }).await.unwrap();
+        }
+        clock.advance(ttl);
+        assert_eq!(cache.get("a", || async { Err(down()) }).await.unwrap().value, 1);
+        // b's refresh would hang; b is answered at once with its last good value, expired, so
+        // the kernel does not cache it, and refreshed in the background, once.
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let fetches = Arc::new(AtomicU64::new(0));
+        let slow = |fetches: Arc<AtomicU64>, mut gate: tokio::sync::watch::Receiver<bool>| {
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                gate.wait_for(|open| *open).await.unwrap();
+                Ok((2, ttl))
+            }
+        };
+        for _ in 0..2 {
+            let stale = cache.get("b", slow(fetches.clone(), gate.clone())).await.unwrap();
+            assert_eq!(stale.value, 1);
+            assert!(stale.expiry.is_expired(&*clock));
+        }
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one background refresh");
+        release.send(true).unwrap();
+        let fresh = loop {
+            tokio::task::yield_now().await;
+            if let Some(entry) = cache.fresh(&cache.slot("b")) {
+                break entry;
+            }
+        };
+        assert_eq!(fresh.value, 2);
+        // That success ended the failing spell: c waits for its own refresh again.
+        assert_eq!(cache.get("c", || async move { Ok((3, ttl)) }).await.unwrap().value, 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_failed_refresh_an_expired_key_waits_for_its_refresh() {
+        let (clock, cache) = cache(10);
+        let ttl = Duration::from_secs(60);
+        cache.get("a", || async move { Ok((1, ttl)) }).await.unwrap();
+        cache.get("b", || async move { Ok((1, ttl)) }).await.unwrap();
+        clock.advance(ttl);
+        // A failure long ago no longer counts.
+        assert_eq!(cache.get("a", || async { Err(down()) }).await.unwrap().value, 1);
+        clock.advance(STALE_GRACE);
+        assert_eq!(cache.get("b", || async move { Ok((2, ttl)) }).await.unwrap().value, 2);
     }
 }

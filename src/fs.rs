@@ -353,7 +353,8 @@ impl<M: Mds> Core<M> {
     async fn content(&self, node: &Node) -> Result<(Bytes, Duration)> {
         match &node.kind {
             Kind::Value => {
-                let entry = self.cache.get(&node.path, || self.fetch_value(&node.path)).await?;
+                let fetch = || self.fetcher().value(node.path.clone());
+                let entry = self.cache.get(&node.path, fetch).await?;
                 let validity = entry.expiry.remaining(&*self.clock);
                 match entry.value {
                     Cached::Value(bytes) => Ok((bytes, validity)),
@@ -377,7 +378,7 @@ impl<M: Mds> Core<M> {
     async fn listing(&self, dir: &str) -> Result<(Arc<Vec<Child>>, Duration)> {
         let key = format!("{dir}/");
         let key = if dir.is_empty() { String::new() } else { key };
-        let entry = self.cache.get(&key, || self.fetch_listing(&key)).await?;
+        let entry = self.cache.get(&key, || self.fetcher().listing(key.clone())).await?;
         match entry.value {
             Cached::Listing(children) => Ok((children, entry.expiry.remaining(&*self.clock))),
             Cached::Failed(err) => Err(err),
@@ -385,9 +386,25 @@ impl<M: Mds> Core<M> {
         }
     }
 
-    async fn fetch_value(&self, path: &str) -> Result<(Cached, Duration)> {
-        match self.mds.get(path).await {
-            Ok(bytes) => Ok((Cached::Value(bytes), self.config.ttl)),
+    fn fetcher(&self) -> Fetcher<M> {
+        let (ttl, negative_ttl) = (self.config.ttl, self.config.negative_ttl);
+        Fetcher { mds: self.mds.clone(), ttl, negative_ttl }
+    }
+}
+
+/// Fetches a value or listing for the cache, owning what it needs, so the cache can also run
+/// it in the background (stale-while-revalidate).
+#[derive(Debug)]
+struct Fetcher<M> {
+    mds: Arc<M>,
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl<M: Mds> Fetcher<M> {
+    async fn value(self, path: String) -> Result<(Cached, Duration)> {
+        match self.mds.get(&path).await {
+            Ok(bytes) => Ok((Cached::Value(bytes), self.ttl)),
             Err(e) => self.negative(e),
         }
     }
@@ -396,20 +413,20 @@ impl<M: Mds> Core<M> {
     /// left to the cache's stale-if-error.
     fn negative(&self, err: Error) -> Result<(Cached, Duration)> {
         match err {
-            Error::NotFound => Ok((Cached::Missing, self.config.negative_ttl)),
+            Error::NotFound => Ok((Cached::Missing, self.negative_ttl)),
             e if e.is_transient() => Err(e),
-            e => Ok((Cached::Failed(e), self.config.negative_ttl)),
+            e => Ok((Cached::Failed(e), self.negative_ttl)),
         }
     }
 
-    async fn fetch_listing(&self, key: &str) -> Result<(Cached, Duration)> {
-        let body = match self.mds.get(key).await {
+    async fn listing(self, key: String) -> Result<(Cached, Duration)> {
+        let body = match self.mds.get(&key).await {
             Ok(body) => body,
             Err(e) => return self.negative(e),
         };
         let Ok(text) = std::str::from_utf8(&body) else {
             let reason = "directory listing is not UTF-8".into();
-            return self.negative(Error::Misconfigured { path: key.into(), reason });
+            return self.negative(Error::Misconfigured { path: key, reason });
         };
         let mut children = Vec::new();
         for line in text.lines() {
@@ -426,7 +443,7 @@ impl<M: Mds> Core<M> {
         add_extras(key.trim_end_matches('/'), &mut children);
         children.sort_by(|a, b| a.name.cmp(&b.name));
         children.dedup_by(|a, b| a.name == b.name);
-        Ok((Cached::Listing(Arc::new(children)), self.config.ttl))
+        Ok((Cached::Listing(Arc::new(children)), self.ttl))
     }
 }
 

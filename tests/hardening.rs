@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{eventually, Emulator, Mount, DEADLINE};
 
@@ -422,4 +423,35 @@ fn rust_log_debug_means_this_crates_debug_lines() {
     });
     let noise: Vec<&str> = log.lines().filter(|l| l.contains("fuser")).collect();
     assert!(noise.is_empty(), "fuser lines at RUST_LOG=debug: {noise:#?}");
+}
+
+/// Item 3: `timeout` bounded each HTTP request, not a read: with every listing on the path
+/// expired and the server answering 503, `cat service-accounts/default/token` waited out one
+/// `timeout` per directory (6.2 s with ttl=2,timeout=3). Once a refresh has failed, the other
+/// expired listings are served stale at once. (`ttl=0` expires everything at once, so the test
+/// need not wait out a TTL.)
+#[test]
+fn one_read_waits_at_most_one_timeout_however_deep_the_path_in_a_503_storm() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &["-o", "ttl=0,timeout=3"]);
+    let paths = ["service-accounts/default/token", "instance/network-interfaces/0/ip"];
+    for path in paths {
+        mount.read(path).unwrap();
+    }
+    fault(&emu, serde_json::json!({"prefix": "/computeMetadata/v1/", "status": 503}));
+    let limit = Duration::from_millis(4500);
+    for round in 0..3 {
+        for path in paths {
+            let start = std::time::Instant::now();
+            let bytes = mount.read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let took = start.elapsed();
+            assert!(took < limit, "round {round}: {path} took {took:?}");
+            assert!(!bytes.is_empty(), "{path}");
+        }
+    }
+    assert_eq!(emu.control("DELETE", "faults", "").0, 200);
+    let ip = emu.get("instance/network-interfaces/0/ip").1;
+    eventually("fresh reads after the storm", DEADLINE, || {
+        (mount.read("instance/network-interfaces/0/ip").ok()? == ip).then_some(())
+    });
 }
