@@ -455,3 +455,37 @@ fn one_read_waits_at_most_one_timeout_however_deep_the_path_in_a_503_storm() {
         (mount.read("instance/network-interfaces/0/ip").ok()? == ip).then_some(())
     });
 }
+
+fn run_cli(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs")).args(args).output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Item 10: a typo in `-o` got no suggestion where a long-option typo did, and a missing
+/// mountpoint printed the whole usage block where the README promises one line.
+#[test]
+fn o_typos_get_a_suggestion_and_runtime_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, suggestion) in [
+        (&[d, "-o", "tll=3"][..], "did you mean 'ttl'?"),
+        (&[d, "-o", "allow_othr"], "did you mean 'allow_other'?"),
+        (&[d, "-o", "ro,secret_path=a"], "did you mean 'secret_paths'?"),
+        (&["--tll", "3", d], "'--ttl'"),
+    ] {
+        let (code, stderr) = run_cli(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(suggestion), "{args:?}: {stderr}");
+    }
+    let missing = dir.path().join("missing");
+    for args in [
+        &[missing.to_str().unwrap()][..],
+        &[d, "-o", "secret_group=no-such-group-here"],
+        &["/etc/hostname"],
+    ] {
+        let (code, stderr) = run_cli(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("Usage"), "{args:?}: {stderr}");
+    }
+}
