@@ -43,15 +43,16 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 pub fn run(config: Config) -> Result<()> {
     if !config.foreground {
+        spawn_background()?;
         if config.log_file.is_none() && !logging::syslog_available() {
-            // The last chance to tell anyone: after this, the daemon's stderr is /dev/null.
+            // The last chance to tell anyone: the daemon's stderr is /dev/null.
             eprintln!(
                 "metadatafs: warning: no syslog socket at {}: the daemon's log goes nowhere \
                  (use -o log_file=PATH, or -f)",
                 logging::syslog_socket().display()
             );
         }
-        return spawn_background();
+        return Ok(());
     }
     let mut ready_pipe = take_ready_pipe();
     let result = serve(&config, &mut ready_pipe);
