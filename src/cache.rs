@@ -189,6 +189,13 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         });
     }
 
+    /// The value held for `key`, fresh or not, without counting a hit or touching LRU order.
+    pub fn peek(&self, key: &str) -> Option<V> {
+        let slot = self.slots.lock().unwrap().peek(key).cloned()?;
+        let entry = slot.entry.lock().unwrap();
+        entry.as_ref().map(|e| e.value.clone())
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.slots.lock().unwrap().len()

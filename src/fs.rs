@@ -378,7 +378,14 @@ impl<M: Mds> Core<M> {
     async fn listing(&self, dir: &str) -> Result<(Arc<Vec<Child>>, Duration)> {
         let key = format!("{dir}/");
         let key = if dir.is_empty() { String::new() } else { key };
-        let entry = self.cache.get(&key, || self.fetcher().listing(key.clone())).await?;
+        let fetch = || {
+            let previous = match self.cache.peek(&key) {
+                Some(Cached::Listing(children)) => Some(children),
+                _ => None,
+            };
+            self.fetcher().listing(key.clone(), previous)
+        };
+        let entry = self.cache.get(&key, fetch).await?;
         match entry.value {
             Cached::Listing(children) => Ok((children, entry.expiry.remaining(&*self.clock))),
             Cached::Failed(err) => Err(err),
@@ -419,7 +426,13 @@ impl<M: Mds> Fetcher<M> {
         }
     }
 
-    async fn listing(self, key: String) -> Result<(Cached, Duration)> {
+    /// The listing at `key`. An unchanged listing keeps its `previous` `Arc`, so directory
+    /// handles opened across refreshes (or on every fetch with `ttl=0`) still share one copy.
+    async fn listing(
+        self,
+        key: String,
+        previous: Option<Arc<Vec<Child>>>,
+    ) -> Result<(Cached, Duration)> {
         let body = match self.mds.get(&key).await {
             Ok(body) => body,
             Err(e) => return self.negative(e),
@@ -443,7 +456,11 @@ impl<M: Mds> Fetcher<M> {
         add_extras(key.trim_end_matches('/'), &mut children);
         children.sort_by(|a, b| a.name.cmp(&b.name));
         children.dedup_by(|a, b| a.name == b.name);
-        Ok((Cached::Listing(Arc::new(children)), self.ttl))
+        let listing = match previous {
+            Some(previous) if *previous == children => previous,
+            _ => Arc::new(children),
+        };
+        Ok((Cached::Listing(listing), self.ttl))
     }
 }
 

@@ -336,3 +336,20 @@ async fn open_many(f: &Fixture, dir: u64, n: usize) -> Vec<u64> {
     }
     handles
 }
+
+#[tokio::test]
+async fn an_unchanged_listing_keeps_its_copy_across_refreshes() {
+    let f = fixture(tree());
+    let dir = f.walk("project").await.unwrap().attr.ino;
+    let first = f.core.listing("project").await.unwrap().0;
+    f.clock.advance(TTL);
+    let again = f.core.listing("project").await.unwrap().0;
+    assert_eq!(f.mds.requests("project/"), 2, "refetched after the TTL");
+    assert!(Arc::ptr_eq(&first, &again), "a second copy of an unchanged listing");
+    f.mds.set("project/", "attributes/\nproject-id\nnew-key\n");
+    f.clock.advance(TTL);
+    let changed = f.core.listing("project").await.unwrap().0;
+    assert!(!Arc::ptr_eq(&first, &changed));
+    assert_eq!(changed.len(), 3);
+    f.core.release(f.core.opendir(dir).await.unwrap());
+}
