@@ -77,6 +77,17 @@ impl Outage {
     }
 }
 
+/// How far one attempt got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contact {
+    /// The connection could not be made (refused, no route, connect timeout).
+    NoConnection,
+    /// Connected, or not known to have failed connecting, but no answer came in time.
+    NoAnswer,
+    /// An HTTP answer came, whatever its status.
+    Answered,
+}
+
 impl HttpMds {
     pub fn new(config: HttpConfig) -> Result<Self, reqwest::Error> {
         let mut headers = header::HeaderMap::new();
@@ -97,17 +108,19 @@ impl HttpMds {
         &self.config.endpoint
     }
 
-    /// One request, and whether it failed to connect at all (the server is unreachable).
-    async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, bool) {
+    /// One request, and how far it got.
+    async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, Contact) {
         let url = format!("{}{}", self.base, path);
         let response = match self.client.get(&url).timeout(budget).send().await {
             Ok(response) => response,
             Err(e) => {
                 let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
-                return (Err(Error::Unavailable { path: path.into(), reason }), e.is_connect());
+                let contact =
+                    if e.is_connect() { Contact::NoConnection } else { Contact::NoAnswer };
+                return (Err(Error::Unavailable { path: path.into(), reason }), contact);
             }
         };
-        (self.answer(path, response).await, false)
+        (self.answer(path, response).await, Contact::Answered)
     }
 
     async fn answer(&self, path: &str, response: reqwest::Response) -> Result<Bytes> {
@@ -168,9 +181,12 @@ impl Mds for HttpMds {
         }
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = FIRST_BACKOFF;
+        // Unreachable: some attempt could not connect and none got an answer. (The last
+        // attempt may be cut short by the deadline mid-connect, which reads as no answer.)
+        let (mut no_connection, mut answered) = (false, false);
         loop {
             let budget = deadline.saturating_duration_since(Instant::now());
-            let (err, unreachable) = match self.attempt(path, budget).await {
+            let err = match self.attempt(path, budget).await {
                 (Ok(body), _) => {
                     self.outage.lock().unwrap().end();
                     return Ok(body);
@@ -179,10 +195,15 @@ impl Mds for HttpMds {
                     self.outage.lock().unwrap().end();
                     return Err(e);
                 }
-                (Err(e), unreachable) => (e, unreachable),
+                (Err(e), contact) => {
+                    no_connection |= contact == Contact::NoConnection;
+                    answered |= contact == Contact::Answered;
+                    e
+                }
             };
             let pause = jitter(backoff);
             if Instant::now() + pause >= deadline {
+                let unreachable = no_connection && !answered;
                 if let (true, Error::Unavailable { reason, .. }) = (unreachable, &err) {
                     let hold = self.config.timeout.min(OUTAGE_HOLD);
                     self.outage.lock().unwrap().begin(hold, reason.clone());
