@@ -340,17 +340,18 @@ fn prepare_mountpoint(path: &Path) -> Result<()> {
             if !meta.is_dir() {
                 bail!("{}: not a directory", path.display());
             }
-            Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("mountpoint {}", path.display())),
-        Ok(_) => match mounts::top(path) {
-            Some(live) if live.fstype != "autofs" => bail!(
-                "{} is already a mount point ({}); unmount it first",
-                path.display(),
-                live.describe()
-            ),
-            _ => Ok(()),
-        },
+        Err(e) => return Err(e).with_context(|| format!("mountpoint {}", path.display())),
+        Ok(_) => {}
+    }
+    // Also after detaching a dead mount: it may have been stacked over a live one.
+    match mounts::top(path) {
+        Some(live) if live.fstype != "autofs" => bail!(
+            "{} is already a mount point ({}); unmount it first",
+            path.display(),
+            live.describe()
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -489,3 +489,35 @@ fn o_typos_get_a_suggestion_and_runtime_errors_are_one_line() {
         assert!(!stderr.contains("Usage"), "{args:?}: {stderr}");
     }
 }
+
+/// Item 6: a dead mount left by a killed daemon is detached and reused, but if it was stacked
+/// over a live mount, what is below is not mounted over either.
+#[test]
+fn a_dead_mount_over_a_live_one_is_cleared_but_the_live_one_is_not_mounted_over() {
+    let emu = Emulator::start(&[]);
+    let mut killed = Mount::start(&emu.addr, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("meta");
+    std::fs::create_dir(&target).unwrap();
+    let mount = |args: &[&str]| {
+        let status = Command::new("mount").args(args).arg(&target).status().unwrap();
+        assert!(status.success(), "mount {args:?}");
+    };
+    mount(&["-t", "tmpfs", "-o", "size=1m", "below"]);
+    let _below = Detach(target.clone());
+    mount(&["--bind", killed.mountpoint.to_str().unwrap()]);
+    let _dead = Detach(target.clone());
+    killed.signal(libc::SIGKILL);
+    let err = std::fs::read_dir(&target).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
+        .args(["-f", "--endpoint", &emu.addr])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already a mount point (tmpfs from below)"), "{stderr}");
+    assert_eq!(top_fstype(&target).as_deref(), Some("tmpfs"));
+}
