@@ -24,6 +24,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long requests fail at once after the MDS could not be reached (see [`Outage`]).
 const OUTAGE_HOLD: Duration = Duration::from_secs(2);
+/// How long after a request ran out of retries the next ones try only once (see `strained`).
+const STRAIN: Duration = Duration::from_secs(5);
 
 /// What the filesystem core needs from a metadata server. `path` is relative to
 /// `computeMetadata/v1/` and may carry a query string.
@@ -48,6 +50,11 @@ pub struct HttpMds {
     base: String,
     config: HttpConfig,
     outage: Mutex<Outage>,
+    /// Until when requests make one attempt, not a retry loop: set when a request used up its
+    /// `timeout` on transient failures, cleared by any success. Retries ride out a hiccup; in
+    /// a storm they only multiply the wait, and a read that needs one more cold name after an
+    /// expired one already cost a `timeout` should not wait a second one.
+    strained: Mutex<Option<Instant>>,
 }
 
 /// When a request could not connect to the MDS at all for its whole `timeout`, the next
@@ -101,7 +108,8 @@ impl HttpMds {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         let base = format!("http://{}/computeMetadata/v1/", config.endpoint);
-        Ok(HttpMds { client, base, config, outage: Mutex::new(Outage::default()) })
+        let (outage, strained) = (Mutex::new(Outage::default()), Mutex::new(None));
+        Ok(HttpMds { client, base, config, outage, strained })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -181,6 +189,7 @@ impl Mds for HttpMds {
         }
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = FIRST_BACKOFF;
+        let once = self.strained.lock().unwrap().is_some_and(|until| Instant::now() < until);
         // Unreachable: some attempt could not connect and none got an answer. (The last
         // attempt may be cut short by the deadline mid-connect, which reads as no answer.)
         let (mut no_connection, mut answered) = (false, false);
@@ -189,6 +198,7 @@ impl Mds for HttpMds {
             let err = match self.attempt(path, budget).await {
                 (Ok(body), _) => {
                     self.outage.lock().unwrap().end();
+                    *self.strained.lock().unwrap() = None;
                     return Ok(body);
                 }
                 (Err(e), _) if !e.is_transient() => {
@@ -202,7 +212,8 @@ impl Mds for HttpMds {
                 }
             };
             let pause = jitter(backoff);
-            if Instant::now() + pause >= deadline {
+            if once || Instant::now() + pause >= deadline {
+                *self.strained.lock().unwrap() = Some(Instant::now() + STRAIN);
                 let unreachable = no_connection && !answered;
                 if let (true, Error::Unavailable { reason, .. }) = (unreachable, &err) {
                     let hold = self.config.timeout.min(OUTAGE_HOLD);

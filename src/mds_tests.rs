@@ -184,3 +184,23 @@ async fn a_slow_answer_does_not_hold_other_requests_back() {
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(&mds.get("instance/id").await.unwrap()[..], b"42", "not held back");
 }
+
+#[tokio::test]
+async fn after_a_request_ran_out_of_retries_the_next_try_once_until_one_succeeds() {
+    let mut script: Vec<String> =
+        (0..30).map(|_| response("503 Service Unavailable", FLAVOR, "")).collect();
+    script.extend((0..3).map(|_| response("200 OK", FLAVOR, "42")));
+    let server = scripted(script).await;
+    let seen = || server.heads.lock().unwrap().len();
+    let mds = client(&server.addr, Duration::from_millis(500), 1024);
+    mds.get("instance/id").await.unwrap_err();
+    let after_first = seen();
+    assert!(after_first >= 2, "the first request retried");
+    let start = std::time::Instant::now();
+    mds.get("instance/zone").await.unwrap_err();
+    assert_eq!(seen(), after_first + 1, "one attempt, no retries");
+    assert!(start.elapsed() < Duration::from_millis(200), "{:?}", start.elapsed());
+    // Use up the 503s one attempt at a time; the first success ends the strain.
+    while mds.get("instance/zone").await.is_err() {}
+    assert_eq!(&mds.get("instance/id").await.unwrap()[..], b"42");
+}
