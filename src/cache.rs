@@ -183,6 +183,11 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
             let Some(turn) = slot.fill.try_turn() else {
                 return;
             };
+            // A refresh that ended just before we got our turn already did the work.
+            let fresh = slot.entry.lock().unwrap().as_ref().map(|e| e.expiry);
+            if fresh.is_some_and(|expiry| !expiry.is_expired(&*shared.clock)) {
+                return;
+            }
             stats.misses.fetch_add(1, Ordering::Relaxed);
             let result = settle(&shared, &stats, &slot, fetch.await);
             turn.finish(&result);
