@@ -147,7 +147,7 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let (signals, signal) = mpsc::channel();
     runtime.spawn(forward_signals(signals));
 
-    prepare_mountpoint(&config.mountpoint)?;
+    mounts::prepare_mountpoint(&config.mountpoint)?;
     let fs = FuseFs::new(core.clone(), runtime.handle().clone());
     let session =
         fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
@@ -158,7 +158,7 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let session =
         std::mem::ManuallyDrop::new(session.spawn().context("starting the FUSE session")?);
 
-    wait_until_live(&config.mountpoint)?;
+    mounts::wait_until_live(&config.mountpoint)?;
     let ours = mounts::top(&config.mountpoint).map(|m| m.id);
     if let Some(pipe) = ready_pipe.take() {
         report(&pipe, "ok");
@@ -182,7 +182,7 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
             let top = mounts::top(&config.mountpoint);
             if ours.is_some() && top.as_ref().map(|m| m.id) == ours {
                 info!("{name}: unmounting {}", config.mountpoint.display());
-                unmount(&config.mountpoint);
+                mounts::unmount(&config.mountpoint);
                 let deadline = Instant::now() + UNMOUNT_GRACE;
                 while !session.guard.is_finished() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
@@ -325,82 +325,6 @@ async fn forward_signals(signals: mpsc::Sender<&'static str>) {
         _ = hup.recv() => "SIGHUP",
     };
     let _ = signals.send(name);
-}
-
-/// Detach a mount left dead by a killed daemon, so it can be mounted again. `stat` can be
-/// answered from the kernel's attribute cache even on a dead mount; opening the directory
-/// cannot, so that is the probe.
-fn prepare_mountpoint(path: &Path) -> Result<()> {
-    match std::fs::read_dir(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            warn!("{}: dead mount left by an earlier daemon; detaching it", path.display());
-            detach(path);
-            let meta = std::fs::metadata(path)
-                .with_context(|| format!("{} after detaching", path.display()))?;
-            if !meta.is_dir() {
-                bail!("{}: not a directory", path.display());
-            }
-        }
-        Err(e) => return Err(e).with_context(|| format!("mountpoint {}", path.display())),
-        Ok(_) => {}
-    }
-    // Also after detaching a dead mount: it may have been stacked over a live one.
-    match mounts::top(path) {
-        Some(live) if live.fstype != "autofs" => bail!(
-            "{} is already a mount point ({}); unmount it first",
-            path.display(),
-            live.describe()
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// Unmount (lazily if busy) what is at `path`; callers check first that it is our mount.
-fn unmount(path: &Path) {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return;
-    };
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::umount2(c_path.as_ptr(), 0) } != 0 {
-        let e = std::io::Error::last_os_error();
-        info!("unmount: {e}; detaching lazily");
-        detach(path);
-    }
-}
-
-fn detach(path: &Path) {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return;
-    };
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return;
-    }
-    // Not root: the setuid helper can still detach our own mount.
-    for helper in ["fusermount3", "fusermount"] {
-        let status = Command::new(helper).arg("-uz").arg(path).stderr(Stdio::null()).status();
-        if status.is_ok_and(|s| s.success()) {
-            return;
-        }
-    }
-    warn!("could not detach {}", path.display());
-}
-
-/// The mount is live when the mountpoint is on a different device than its parent.
-fn wait_until_live(path: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let parent_dev = std::fs::metadata(parent).map(|m| m.dev()).unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::fs::metadata(path) {
-            Ok(meta) if meta.dev() != parent_dev => return Ok(()),
-            _ if Instant::now() > deadline => {
-                bail!("{}: the mount did not come up", path.display())
-            }
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
 }
 
 /// Tell systemd about our state (Type=notify); a no-op outside systemd.

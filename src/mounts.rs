@@ -1,5 +1,5 @@
-//! What `/proc/self/mountinfo` says about a mountpoint, so the daemon never mounts over a live
-//! mount and only ever unmounts its own.
+//! The mountpoint: what `/proc/self/mountinfo` says about it, so the daemon never mounts over a
+//! live mount and only ever unmounts its own; clearing a dead mount; waiting for ours to be live.
 //!
 //! Unmounting goes by path, and a path names whatever is mounted on top: a daemon that unmounted
 //! "its" path without looking would take down a mount stacked over it (a production `/meta`
@@ -9,6 +9,11 @@
 //! FSTYPE SOURCE SUPEROPTIONS`; a mount over another has the one below as its parent).
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use log::{info, warn};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -75,6 +80,82 @@ fn unescape(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detach a mount left dead by a killed daemon, so it can be mounted again. `stat` can be
+/// answered from the kernel's attribute cache even on a dead mount; opening the directory
+/// cannot, so that is the probe.
+pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
+    match std::fs::read_dir(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            warn!("{}: dead mount left by an earlier daemon; detaching it", path.display());
+            detach(path);
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("{} after detaching", path.display()))?;
+            if !meta.is_dir() {
+                bail!("{}: not a directory", path.display());
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("mountpoint {}", path.display())),
+        Ok(_) => {}
+    }
+    // Also after detaching a dead mount: it may have been stacked over a live one.
+    match top(path) {
+        Some(live) if live.fstype != "autofs" => bail!(
+            "{} is already a mount point ({}); unmount it first",
+            path.display(),
+            live.describe()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Unmount (lazily if busy) what is at `path`; callers check first that it is our mount.
+pub(crate) fn unmount(path: &Path) {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        info!("unmount: {e}; detaching lazily");
+        detach(path);
+    }
+}
+
+pub(crate) fn detach(path: &Path) {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return;
+    }
+    // Not root: the setuid helper can still detach our own mount.
+    for helper in ["fusermount3", "fusermount"] {
+        let status = Command::new(helper).arg("-uz").arg(path).stderr(Stdio::null()).status();
+        if status.is_ok_and(|s| s.success()) {
+            return;
+        }
+    }
+    warn!("could not detach {}", path.display());
+}
+
+/// The mount is live when the mountpoint is on a different device than its parent.
+pub(crate) fn wait_until_live(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent_dev = std::fs::metadata(parent).map(|m| m.dev()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.dev() != parent_dev => return Ok(()),
+            _ if Instant::now() > deadline => {
+                bail!("{}: the mount did not come up", path.display())
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 #[cfg(test)]
