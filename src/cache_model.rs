@@ -8,10 +8,13 @@
 //! - an expired or missing value is fetched; a good answer is stored for its TTL;
 //! - a transient failure serves the last good value for [`STALE_GRACE`], else fails;
 //! - a permanent failure is never papered over with a stale value;
+//! - after a transient failure, until [`STALE_GRACE`] has passed or a fetch succeeded, an
+//!   expired key with a last good value is answered with it at once (expired, so the kernel
+//!   does not keep it) and refreshed in the background with the MDS's answer;
 //! - at most `CAPACITY` keys, the least recently used dropped first (a read that failed
 //!   still counts as a use).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +72,8 @@ struct Model {
     slots: Vec<(usize, Option<(u32, u64)>)>,
     fetches: u64,
     hits: u64,
+    /// Until when expired keys are served stale at once (set by a transient failure).
+    failing_until: Option<u64>,
 }
 
 /// What one read gave: the value and its remaining validity, or the error's errno.
@@ -85,25 +90,43 @@ impl Model {
             self.slots.remove(0);
         }
         let now = self.now;
-        let entry = &mut self.slots.last_mut().unwrap().1;
-        if let Some((value, expiry)) = *entry {
+        let failing = self.failing_until.is_some_and(|until| now < until);
+        let held = self.slots.last().unwrap().1;
+        if let Some((value, expiry)) = held {
             if now < expiry {
                 self.hits += 1;
                 return Ok((value, expiry - now));
             }
+            if failing {
+                // Served at once; the background refresh lands before the next step.
+                let _ = self.fetch(answer);
+                return Ok((value, 0));
+            }
         }
+        self.fetch(answer)
+    }
+
+    /// The MDS is asked and answers `answer` for the most recently used key.
+    fn fetch(&mut self, answer: &Answer) -> Outcome {
         self.fetches += 1;
+        let now = self.now;
+        let grace = STALE_GRACE.as_secs();
+        let entry = &mut self.slots.last_mut().unwrap().1;
         match (answer, *entry) {
             (Answer::Ok { value, ttl }, _) => {
                 *entry = Some((*value, now + ttl));
+                self.failing_until = None;
                 Ok((*value, *ttl))
             }
             (Answer::Transient, Some((value, _))) => {
-                let grace = STALE_GRACE.as_secs();
                 *entry = Some((value, now + grace));
+                self.failing_until = Some(now + grace);
                 Ok((value, grace))
             }
-            (Answer::Transient, None) => Err(libc::EIO),
+            (Answer::Transient, None) => {
+                self.failing_until = Some(now + grace);
+                Err(libc::EIO)
+            }
             (Answer::Permanent, _) => Err(libc::EACCES),
         }
     }
@@ -125,10 +148,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.now += secs;
             }
             Op::Read { key, answer } => {
-                let fetched = std::cell::Cell::new(false);
-                let fetch = || async {
-                    fetched.set(true);
-                    match answer.clone() {
+                let fetched = Arc::new(AtomicBool::new(false));
+                let (flag, answered) = (fetched.clone(), answer.clone());
+                let fetch = || async move {
+                    flag.store(true, Ordering::SeqCst);
+                    match answered {
                         Answer::Ok { value, ttl } => Ok((Value(value), Duration::from_secs(ttl))),
                         Answer::Transient => {
                             Err(Error::Unavailable { path: "k".into(), reason: "down".into() })
@@ -140,10 +164,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .block_on(cache.get(KEYS[key], fetch))
                     .map(|e| (e.value.0, e.expiry.remaining(&*clock).as_secs()))
                     .map_err(|e| e.errno());
+                // Let a background refresh the read started finish.
+                runtime.block_on(async {
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
+                });
                 let fetches_before = model.fetches;
                 let want = model.read(key, &answer);
                 prop_assert_eq!(got, want, "step {}: read {}", step, KEYS[key]);
-                prop_assert_eq!(fetched.get(), model.fetches > fetches_before, "step {}", step);
+                let asked = fetched.load(Ordering::SeqCst);
+                prop_assert_eq!(asked, model.fetches > fetches_before, "step {}", step);
             }
         }
         prop_assert_eq!(cache.stats.misses.load(Ordering::Relaxed), model.fetches);

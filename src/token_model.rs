@@ -11,14 +11,17 @@
 //!   with the same token, or fails transiently, it is asked again after `REPOLL`, never sooner;
 //! - a refusal during refresh drops the token's slot (no more background requests);
 //! - tokens nobody read for `IDLE` are not refreshed;
-//! - an expired token is never served, and a garbage or out-of-range answer never is either.
+//! - an expired token, or one with under `MIN_LEFT` to live, is never served, and a garbage or
+//!   out-of-range answer (an `access_token` outside RFC 6750's characters included) never is
+//!   either;
+//! - a permanent failure on a read is answered from memory for `FAILURE_HOLD`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Tokens, IDLE, REPOLL};
+use super::{Tokens, FAILURE_HOLD, IDLE, MIN_LEFT, REPOLL};
 use crate::clock::{ManualClock, SharedClock};
 use crate::error::Error;
 use crate::testing::FakeMds;
@@ -36,7 +39,7 @@ enum Answer {
         expires_in: i64,
         typed: bool,
     },
-    /// A token whose bytes are no token (empty, or with a control character).
+    /// A token whose bytes are no token (empty, a control character, a space).
     BadToken(&'static str),
     Undecodable,
     Transient,
@@ -56,7 +59,9 @@ fn answer() -> impl Strategy<Value = Answer> {
         Just(-1i64),
         Just(0),
         Just(1),
+        Just(4),
         Just(5),
+        Just(6),
         Just(10),
         Just(239),
         Just(240),
@@ -70,7 +75,8 @@ fn answer() -> impl Strategy<Value = Answer> {
     prop_oneof![
         6 => (0u8..3, lifetimes, any::<bool>())
             .prop_map(|(id, expires_in, typed)| Answer::Token { id, expires_in, typed }),
-        1 => prop_oneof![Just(""), Just("tok\n1"), Just("tok\u{7f}")].prop_map(Answer::BadToken),
+        1 => prop_oneof![Just(""), Just("tok\n1"), Just("tok\u{7f}"), Just("tok 1")]
+            .prop_map(Answer::BadToken),
         1 => Just(Answer::Undecodable),
         2 => Just(Answer::Transient),
         1 => Just(Answer::Refused),
@@ -108,6 +114,8 @@ struct Slot {
     token: Option<Held>,
     next_refresh: u64,
     last_read: u64,
+    /// A permanent failure a read met, and until when it is answered from memory.
+    failed: Option<(&'static str, u64)>,
 }
 
 #[derive(Debug)]
@@ -145,7 +153,9 @@ impl Model {
             Answer::Token { expires_in, .. } if expires_in > MAX_LIFETIME => {
                 Fetched::Permanent("misconfigured")
             }
-            Answer::Token { expires_in, .. } if expires_in < 1 => Fetched::Transient,
+            Answer::Token { expires_in, .. } if expires_in < MIN_LEFT.as_secs() as i64 => {
+                Fetched::Transient
+            }
             Answer::Token { id, expires_in, .. } => {
                 Fetched::Token(Held { id, expiry: self.now + expires_in as u64 })
             }
@@ -161,15 +171,21 @@ impl Model {
         let repoll = self.now + REPOLL.as_secs();
         slot.next_refresh = if same || planned <= self.now { repoll } else { planned };
         slot.token = Some(token);
+        slot.failed = None;
     }
 
     fn read(&mut self) -> Outcome {
         let now = self.now;
-        let mut slot = self.slot.unwrap_or(Slot { token: None, next_refresh: now, last_read: now });
+        let fresh = Slot { token: None, next_refresh: now, last_read: now, failed: None };
+        let mut slot = self.slot.unwrap_or(fresh);
         slot.last_read = now;
         self.slot = Some(slot);
-        if let Some(token) = slot.token.filter(|t| now < t.expiry) {
+        let min_left = MIN_LEFT.as_secs();
+        if let Some(token) = slot.token.filter(|t| t.expiry.saturating_sub(now) >= min_left) {
             return Ok((token.id, token.expiry - now));
+        }
+        if let Some((kind, _)) = slot.failed.filter(|(_, until)| now < *until) {
+            return Err(kind);
         }
         match self.fetch() {
             Fetched::Token(token) => {
@@ -178,7 +194,11 @@ impl Model {
                 Ok((token.id, token.expiry - now))
             }
             Fetched::Transient => Err("token expired"),
-            Fetched::Permanent(kind) => Err(kind),
+            Fetched::Permanent(kind) => {
+                slot.failed = Some((kind, now + FAILURE_HOLD.as_secs()));
+                self.slot = Some(slot);
+                Err(kind)
+            }
         }
     }
 
@@ -258,7 +278,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     prop_assert_eq!(json, file, "step {}: token file", step);
                 }
                 if let Ok((_, left)) = got {
-                    prop_assert!(left > 0, "step {}: an expired token was served", step);
+                    let short = left < MIN_LEFT.as_secs();
+                    prop_assert!(!short, "step {}: a token with {} s left was served", step, left);
                 }
             }
             Op::Advance(secs) => {
