@@ -15,6 +15,9 @@
 //!   RFC 5861), so a path whose directories all expired during a storm waits out one `timeout`,
 //!   not one per directory. A success ends that at once; a key whose background refresh
 //!   succeeds is fresh again, so a single failing path never keeps the others stale.
+//! - A value served stale at once is held for [`STALE_HOLD`], and what its background refresh
+//!   brings takes over only then: a value never changes while it is valid, so the size a
+//!   lookup hands the kernel (for that long) is the size an `open` in that time reads.
 //! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.
 
 use std::future::Future;
@@ -32,6 +35,8 @@ use crate::error::{Error, Result};
 /// The longest a stale value is served after a failed refresh before the MDS is asked again,
 /// and how long after any failed refresh expired keys are served stale at once.
 const STALE_GRACE: Duration = Duration::from_secs(5);
+/// How long a value served stale at once stays as it is, while its refresh runs behind it.
+const STALE_HOLD: Duration = Duration::from_secs(1);
 
 /// How many bytes a cached value holds, for the status counters.
 pub trait Weight {
@@ -92,6 +97,9 @@ pub struct Entry<V> {
 struct Slot<V> {
     fill: Flight,
     entry: Mutex<Option<Entry<V>>>,
+    /// A background refresh's value, waiting for the held stale `entry` to expire.
+    /// Lock order: `entry`, then `next`.
+    next: Mutex<Option<Entry<V>>>,
 }
 
 #[derive(Debug, Default)]
@@ -145,7 +153,9 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         }
         if self.shared.failing() {
             let stale = slot.entry.lock().unwrap().clone();
-            if let Some(stale) = stale {
+            if let Some(mut stale) = stale {
+                stale.expiry = Expiry::from_now(&*self.shared.clock, STALE_HOLD);
+                store(&self.stats, &slot, Some(stale.clone()));
                 self.revalidate(slot, fetch());
                 return Ok(stale);
             }
@@ -183,11 +193,6 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
             let Some(turn) = slot.fill.try_turn() else {
                 return;
             };
-            // A refresh that ended just before we got our turn already did the work.
-            let fresh = slot.entry.lock().unwrap().as_ref().map(|e| e.expiry);
-            if fresh.is_some_and(|expiry| !expiry.is_expired(&*shared.clock)) {
-                return;
-            }
             stats.misses.fetch_add(1, Ordering::Relaxed);
             let result = settle(&shared, &stats, &slot, fetch.await);
             turn.finish(&result);
@@ -211,7 +216,11 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         if let Some(slot) = slots.get(key) {
             return slot.clone();
         }
-        let slot = Arc::new(Slot { fill: Flight::default(), entry: Mutex::new(None) });
+        let slot = Arc::new(Slot {
+            fill: Flight::default(),
+            entry: Mutex::new(None),
+            next: Mutex::new(None),
+        });
         if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
             drop(slots);
             store(&self.stats, &evicted, None);
@@ -219,9 +228,17 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         slot
     }
 
+    /// The fresh entry, if any; a held stale value that expired gives way to its refresh here.
     fn fresh(&self, slot: &Slot<V>) -> Option<Entry<V>> {
-        let entry = slot.entry.lock().unwrap();
-        let fresh = entry.as_ref().filter(|e| !e.expiry.is_expired(&*self.shared.clock)).cloned();
+        let clock = &*self.shared.clock;
+        let mut entry = slot.entry.lock().unwrap();
+        if entry.as_ref().is_none_or(|e| e.expiry.is_expired(clock)) {
+            if let Some(next) = slot.next.lock().unwrap().take() {
+                let old = entry.replace(next);
+                account(&self.stats, entry.as_ref(), old.as_ref());
+            }
+        }
+        let fresh = entry.as_ref().filter(|e| !e.expiry.is_expired(clock)).cloned();
         if fresh.is_some() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -242,7 +259,14 @@ fn settle<V: Clone + Weight>(
         Ok((value, ttl)) => {
             *shared.failing_until.lock().unwrap() = None;
             let entry = Entry { value, expiry: Expiry::from_now(clock, ttl) };
-            store(stats, slot, Some(entry.clone()));
+            let mut current = slot.entry.lock().unwrap();
+            if current.as_ref().is_some_and(|held| !held.expiry.is_expired(clock)) {
+                // A stale value is held: this one takes over when it expires.
+                *slot.next.lock().unwrap() = Some(entry.clone());
+            } else {
+                let old = current.replace(entry.clone());
+                account(stats, current.as_ref(), old.as_ref());
+            }
             Ok(entry)
         }
         Err(err) if err.is_transient() => {
@@ -260,12 +284,19 @@ fn settle<V: Clone + Weight>(
     }
 }
 
+/// Replace the slot's entry (`None` on eviction, which also drops a waiting refresh).
 fn store<V: Weight>(stats: &CacheStats, slot: &Slot<V>, new: Option<Entry<V>>) {
-    let added = new.as_ref().map_or(0, |e| e.value.weight());
-    let old = std::mem::replace(&mut *slot.entry.lock().unwrap(), new);
-    let removed = old.map_or(0, |e| e.value.weight());
-    stats.bytes.fetch_add(added, Ordering::Relaxed);
-    stats.bytes.fetch_sub(removed, Ordering::Relaxed);
+    let mut entry = slot.entry.lock().unwrap();
+    if new.is_none() {
+        slot.next.lock().unwrap().take();
+    }
+    let old = std::mem::replace(&mut *entry, new);
+    account(stats, entry.as_ref(), old.as_ref());
+}
+
+fn account<V: Weight>(stats: &CacheStats, new: Option<&Entry<V>>, old: Option<&Entry<V>>) {
+    stats.bytes.fetch_add(new.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
+    stats.bytes.fetch_sub(old.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -405,8 +436,8 @@ mod tests {
         }
         clock.advance(ttl);
         assert_eq!(cache.get("a", || async { Err(down()) }).await.unwrap().value, 1);
-        // b's refresh would hang; b is answered at once with its last good value, expired, so
-        // the kernel does not cache it, and refreshed in the background, once.
+        // b's refresh would hang; b is answered at once with its last good value, held steady
+        // for STALE_HOLD, and refreshed in the background, once.
         let (release, gate) = tokio::sync::watch::channel(false);
         let fetches = Arc::new(AtomicU64::new(0));
         let slow = |fetches: Arc<AtomicU64>, mut gate: tokio::sync::watch::Receiver<bool>| {
@@ -419,20 +450,23 @@ mod tests {
         for _ in 0..2 {
             let stale = cache.get("b", slow(fetches.clone(), gate.clone())).await.unwrap();
             assert_eq!(stale.value, 1);
-            assert!(stale.expiry.is_expired(&*clock));
+            assert_eq!(stale.expiry.remaining(&*clock), STALE_HOLD);
         }
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1, "one background refresh");
         release.send(true).unwrap();
-        let fresh = loop {
+        while cache.slot("b").next.lock().unwrap().is_none() {
             tokio::task::yield_now().await;
-            if let Some(entry) = cache.fresh(&cache.slot("b")) {
-                break entry;
-            }
-        };
+        }
+        let held = cache.get("b", || async { panic!("fetched while held") }).await.unwrap();
+        assert_eq!(held.value, 1, "the held value does not change under the kernel");
+        clock.advance(STALE_HOLD);
+        let fresh = cache.get("b", || async { panic!("fetched when fresh") }).await.unwrap();
         assert_eq!(fresh.value, 2);
+        assert_eq!(fresh.expiry.remaining(&*clock), ttl - STALE_HOLD);
+        assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 12);
         // That success ended the failing spell: c waits for its own refresh again.
         assert_eq!(cache.get("c", || async move { Ok((3, ttl)) }).await.unwrap().value, 3);
     }

@@ -9,8 +9,8 @@
 //! - a transient failure serves the last good value for [`STALE_GRACE`], else fails;
 //! - a permanent failure is never papered over with a stale value;
 //! - after a transient failure, until [`STALE_GRACE`] has passed or a fetch succeeded, an
-//!   expired key with a last good value is answered with it at once (expired, so the kernel
-//!   does not keep it) and refreshed in the background with the MDS's answer;
+//!   expired key with a last good value is answered with it at once, held for `STALE_HOLD`,
+//!   and refreshed in the background; the refreshed value takes over when the hold ends;
 //! - at most `CAPACITY` keys, the least recently used dropped first (a read that failed
 //!   still counts as a use).
 
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Cache, Weight, STALE_GRACE};
+use super::{Cache, Weight, STALE_GRACE, STALE_HOLD};
 use crate::clock::ManualClock;
 use crate::error::Error;
 
@@ -65,15 +65,23 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The reference: keys in least- to most-recently used order, each with its last good value
-/// and when that value stops being fresh (in whole seconds on the model's clock).
+/// and when that value stops being fresh (in whole seconds on the model's clock), and the value
+/// a background refresh brought while a stale one was held.
 #[derive(Debug, Default)]
 struct Model {
     now: u64,
-    slots: Vec<(usize, Option<(u32, u64)>)>,
+    slots: Vec<Slot>,
     fetches: u64,
     hits: u64,
     /// Until when expired keys are served stale at once (set by a transient failure).
     failing_until: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: usize,
+    entry: Option<(u32, u64)>,
+    next: Option<(u32, u64)>,
 }
 
 /// What one read gave: the value and its remaining validity, or the error's errno.
@@ -81,9 +89,9 @@ type Outcome = Result<(u32, u64), i32>;
 
 impl Model {
     fn read(&mut self, key: usize, answer: &Answer) -> Outcome {
-        let slot = match self.slots.iter().position(|(k, _)| *k == key) {
+        let slot = match self.slots.iter().position(|s| s.key == key) {
             Some(i) => self.slots.remove(i),
-            None => (key, None),
+            None => Slot { key, entry: None, next: None },
         };
         self.slots.push(slot);
         if self.slots.len() > CAPACITY {
@@ -91,16 +99,21 @@ impl Model {
         }
         let now = self.now;
         let failing = self.failing_until.is_some_and(|until| now < until);
-        let held = self.slots.last().unwrap().1;
-        if let Some((value, expiry)) = held {
+        let slot = self.slots.last_mut().unwrap();
+        if slot.entry.is_none_or(|(_, expiry)| now >= expiry) && slot.next.is_some() {
+            slot.entry = slot.next.take();
+        }
+        if let Some((value, expiry)) = slot.entry {
             if now < expiry {
                 self.hits += 1;
                 return Ok((value, expiry - now));
             }
             if failing {
-                // Served at once; the background refresh lands before the next step.
+                // Served at once and held; the background refresh lands before the next step.
+                let hold = STALE_HOLD.as_secs();
+                slot.entry = Some((value, now + hold));
                 let _ = self.fetch(answer);
-                return Ok((value, 0));
+                return Ok((value, hold));
             }
         }
         self.fetch(answer)
@@ -111,15 +124,21 @@ impl Model {
         self.fetches += 1;
         let now = self.now;
         let grace = STALE_GRACE.as_secs();
-        let entry = &mut self.slots.last_mut().unwrap().1;
-        match (answer, *entry) {
+        let slot = self.slots.last_mut().unwrap();
+        let held = slot.entry.is_some_and(|(_, expiry)| now < expiry);
+        match (answer, slot.entry) {
             (Answer::Ok { value, ttl }, _) => {
-                *entry = Some((*value, now + ttl));
+                let fetched = Some((*value, now + ttl));
+                if held {
+                    slot.next = fetched;
+                } else {
+                    slot.entry = fetched;
+                }
                 self.failing_until = None;
                 Ok((*value, *ttl))
             }
             (Answer::Transient, Some((value, _))) => {
-                *entry = Some((value, now + grace));
+                slot.entry = Some((value, now + grace));
                 self.failing_until = Some(now + grace);
                 Ok((value, grace))
             }
@@ -132,7 +151,7 @@ impl Model {
     }
 
     fn bytes(&self) -> usize {
-        self.slots.iter().filter_map(|(_, e)| e.map(|(v, _)| Value(v).weight())).sum()
+        self.slots.iter().filter_map(|s| s.entry.map(|(v, _)| Value(v).weight())).sum()
     }
 }
 
