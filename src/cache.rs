@@ -17,7 +17,7 @@
 //!   succeeds is fresh again, so a single failing path never keeps the others stale.
 //! - A value served stale at once is held for [`STALE_HOLD`], and what its background refresh
 //!   brings takes over only then: a value never changes while it is valid, so the size a
-//!   lookup hands the kernel (for that long) is the size an `open` in that time reads.
+//!   lookup hands the kernel is the size an `open` right after it reads.
 //! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.
 
 use std::future::Future;
@@ -35,7 +35,9 @@ use crate::error::{Error, Result};
 /// The longest a stale value is served after a failed refresh before the MDS is asked again,
 /// and how long after any failed refresh expired keys are served stale at once.
 const STALE_GRACE: Duration = Duration::from_secs(5);
-/// How long a value served stale at once stays as it is, while its refresh runs behind it.
+/// How long a value served stale at once stays as it is, while its refresh runs behind it: as
+/// long as a short `ttl`, so expiry edges (where a kernel-cached size can meet a newer value)
+/// come no more often than without the storm.
 const STALE_HOLD: Duration = Duration::from_secs(1);
 
 /// How many bytes a cached value holds, for the status counters.

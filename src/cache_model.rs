@@ -65,7 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The reference: keys in least- to most-recently used order, each with its last good value
-/// and when that value stops being fresh (in whole seconds on the model's clock), and the value
+/// and when that value stops being fresh (in milliseconds on the model's clock), and the value
 /// a background refresh brought while a stale one was held.
 #[derive(Debug, Default)]
 struct Model {
@@ -106,14 +106,14 @@ impl Model {
         if let Some((value, expiry)) = slot.entry {
             if now < expiry {
                 self.hits += 1;
-                return Ok((value, expiry - now));
+                return Ok((value, (expiry - now) / 1000));
             }
             if failing {
                 // Served at once and held; the background refresh lands before the next step.
-                let hold = STALE_HOLD.as_secs();
+                let hold = STALE_HOLD.as_millis() as u64;
                 slot.entry = Some((value, now + hold));
                 let _ = self.fetch(answer);
-                return Ok((value, hold));
+                return Ok((value, hold / 1000));
             }
         }
         self.fetch(answer)
@@ -123,12 +123,12 @@ impl Model {
     fn fetch(&mut self, answer: &Answer) -> Outcome {
         self.fetches += 1;
         let now = self.now;
-        let grace = STALE_GRACE.as_secs();
+        let grace = STALE_GRACE.as_millis() as u64;
         let slot = self.slots.last_mut().unwrap();
         let held = slot.entry.is_some_and(|(_, expiry)| now < expiry);
         match (answer, slot.entry) {
             (Answer::Ok { value, ttl }, _) => {
-                let fetched = Some((*value, now + ttl));
+                let fetched = Some((*value, now + ttl * 1000));
                 if held {
                     slot.next = fetched;
                 } else {
@@ -140,7 +140,7 @@ impl Model {
             (Answer::Transient, Some((value, _))) => {
                 slot.entry = Some((value, now + grace));
                 self.failing_until = Some(now + grace);
-                Ok((value, grace))
+                Ok((value, grace / 1000))
             }
             (Answer::Transient, None) => {
                 self.failing_until = Some(now + grace);
@@ -164,7 +164,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Advance(secs) => {
                 clock.advance(Duration::from_secs(secs));
-                model.now += secs;
+                model.now += secs * 1000;
             }
             Op::Read { key, answer } => {
                 let fetched = Arc::new(AtomicBool::new(false));

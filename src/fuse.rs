@@ -70,9 +70,15 @@ fn errno(op: &str, err: &Error) -> Errno {
     Errno::from_i32(err.errno())
 }
 
-/// The kernel takes seconds and nanoseconds; keep TTLs in a range it handles.
+/// How much sooner than our cache the kernel lets go of an attribute or entry. The kernel
+/// counts a TTL from when it reads our reply, a little after we computed it; without this, a
+/// size it cached could outlive our value by that much, and an `open` in between would read the
+/// next value while `fstat` still says the old size.
+const KERNEL_TTL_MARGIN: Duration = Duration::from_millis(100);
+
+/// What is left of our validity, less the margin, in a range the kernel handles.
 fn kernel_ttl(ttl: Duration) -> Duration {
-    ttl.min(Duration::from_secs(24 * 3600))
+    ttl.saturating_sub(KERNEL_TTL_MARGIN).min(Duration::from_secs(24 * 3600))
 }
 
 impl<M: Mds> fuser::Filesystem for FuseFs<M> {
