@@ -459,9 +459,13 @@ mod tests {
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1, "one background refresh");
         release.send(true).unwrap();
-        while cache.slot("b").next.lock().unwrap().is_none() {
+        for _ in 0..1000 {
+            if cache.slot("b").next.lock().unwrap().is_some() {
+                break;
+            }
             tokio::task::yield_now().await;
         }
+        assert!(cache.slot("b").next.lock().unwrap().is_some(), "the refresh never landed");
         let held = cache.get("b", || async { panic!("fetched while held") }).await.unwrap();
         assert_eq!(held.value, 1, "the held value does not change under the kernel");
         clock.advance(STALE_HOLD);
