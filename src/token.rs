@@ -5,8 +5,10 @@
 //! (reference/metadata-api.md §5.2), so refreshing earlier than that is useless: a token is
 //! refreshed `refresh_margin` (240 s) before expiry, in the background, while readers keep the
 //! current one. If the MDS still answers with the same token, it is asked again every
-//! [`REPOLL`], never in a loop. An expired token is never served; the read then waits for a
-//! fresh one and fails with EIO if the MDS cannot give one within `timeout`.
+//! [`REPOLL`], never in a loop. An expired token, or one with under [`MIN_LEFT`] to live, is
+//! never served; the read then waits for a fresh one and fails with EIO if the MDS cannot give
+//! one within `timeout`. An `access_token` outside RFC 6750's characters is never accepted, and
+//! a permanent failure is answered from memory for [`FAILURE_HOLD`].
 //!
 //! Token bytes live only in [`Token`], whose `Debug` is redacted; no log line carries them.
 
