@@ -10,12 +10,12 @@
 //! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
 //!   value if there is one, which is then held for a short grace period so an outage does not
 //!   make every read wait out the timeout. Permanent failures are never papered over.
-//! - Once any refresh has failed, for [`STALE_GRACE`] every other expired key that has a last
+//! - Once any refresh has failed, for `STALE_GRACE` every other expired key that has a last
 //!   good value serves it at once and is refreshed in the background (stale-while-revalidate,
 //!   RFC 5861), so a path whose directories all expired during a storm waits out one `timeout`,
 //!   not one per directory. A success ends that at once; a key whose background refresh
 //!   succeeds is fresh again, so a single failing path never keeps the others stale.
-//! - A value served stale at once is held for [`STALE_HOLD`], and what its background refresh
+//! - A value served stale at once is held for `STALE_HOLD`, and what its background refresh
 //!   brings takes over only then: a value never changes while it is valid, so the size a
 //!   lookup hands the kernel is the size an `open` right after it reads.
 //! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.

@@ -7,7 +7,7 @@
 //! permanent. Redirects are never followed: a 301 means we asked for a directory as a file.
 //! Once a request has used up its `timeout` on transient failures, the next ones make a single
 //! attempt until one succeeds; only a server that could not be connected to at all makes them
-//! fail at once for a while (see [`Outage`]). Response bodies are never logged: they may be
+//! fail at once for a while (see `Outage`). Response bodies are never logged: they may be
 //! tokens.
 
 use std::future::Future;
