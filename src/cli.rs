@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
+use crate::mtls::Mode;
+
 /// The MDS's link-local address: no DNS needed at boot (reference/metadata-api.md §9.2).
 pub const DEFAULT_ENDPOINT: &str = "169.254.169.254";
 
@@ -104,6 +106,12 @@ struct Args {
     /// Append log lines to this file instead of stderr (foreground) or syslog (background)
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// HTTPS with mutual TLS to the MDS [default: $GCE_METADATA_MTLS_MODE, else auto]
+    #[arg(long, value_name = "auto|on|off", value_parser = ["auto", "on", "off"])]
+    mtls: Option<String>,
+    /// Where root.crt and client.key live [default: /run/google-mds-mtls]
+    #[arg(long, value_name = "DIR")]
+    mtls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +140,10 @@ pub struct Config {
     pub read_only: bool,
     /// `log_file=PATH`: log lines are appended there instead of stderr or syslog.
     pub log_file: Option<PathBuf>,
+    /// `mtls=`; `None` leaves it to `GCE_METADATA_MTLS_MODE` (see `mtls::Mode::resolve`).
+    pub mtls: Option<Mode>,
+    /// `mtls_dir=`; `None` is the guest agent's directory (or, with `--emulate`, a private one).
+    pub mtls_dir: Option<PathBuf>,
 }
 
 /// Parse the command line; usage errors come back as clap errors, which print a one-line
@@ -193,6 +205,8 @@ where
         read_only: read_only || !writes,
         // Absolute: the background daemon may not share our idea of the working directory.
         log_file: args.log_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+        mtls: args.mtls.as_deref().and_then(Mode::from_option),
+        mtls_dir: args.mtls_dir,
     })
 }
 
@@ -294,6 +308,17 @@ fn apply_option(args: &mut Args, option: &str, read_only: &mut bool) -> Result<(
         "allow_root" => args.allow_root = true,
         "ro" => *read_only = true,
         "log_file" => args.log_file = Some(PathBuf::from(text(name, value)?)),
+        "mtls" => {
+            let mode = text(name, value)?;
+            if Mode::from_option(&mode).is_none() {
+                let message = format!(
+                    "invalid value '{mode}' for mount option 'mtls': expected auto, on or off"
+                );
+                return Err(usage_error(ErrorKind::InvalidValue, message));
+            }
+            args.mtls = Some(mode);
+        }
+        "mtls_dir" => args.mtls_dir = Some(PathBuf::from(text(name, value)?)),
         _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {}
         _ => {
             let hint =
@@ -317,6 +342,8 @@ const VALUED: &[&str] = &[
     "max_entries",
     "max_value",
     "log_file",
+    "mtls",
+    "mtls_dir",
 ];
 
 /// The known option closest to `name`, if it is a likely typo of it: at most one edit per
@@ -476,6 +503,19 @@ mod tests {
         assert_eq!(parse_env(&["src:2", "/tmp"]).endpoint, "src:2");
         assert_eq!(parse_env(&["src:2", "/tmp", "-o", "endpoint=opt:3"]).endpoint, "opt:3");
         assert_eq!(parse_env(&["--endpoint", "flag:4", "/tmp"]).endpoint, "flag:4");
+    }
+
+    #[test]
+    fn mtls_options() {
+        let config = parse_ok(&["/tmp"]);
+        assert_eq!((config.mtls, config.mtls_dir), (None, None));
+        let config = parse_ok(&["/tmp", "-o", "mtls=on,mtls_dir=/etc/mds"]);
+        assert_eq!(config.mtls, Some(Mode::On));
+        assert_eq!(config.mtls_dir, Some(PathBuf::from("/etc/mds")));
+        assert_eq!(parse_ok(&["--mtls", "off", "/tmp"]).mtls, Some(Mode::Off));
+        assert!(parse_err(&["/tmp", "-o", "mtls=yes"]).contains("expected auto, on or off"));
+        assert!(parse_err(&["/tmp", "-o", "mtls"]).contains("needs a value"));
+        assert!(parse_err(&["--mtls", "strict", "/tmp"]).contains("'strict'"));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::fuse::FuseFs;
 use crate::logging;
 use crate::mds::{HttpConfig, HttpMds, Mds};
 use crate::mounts;
+use crate::mtls::{self, Mode, Settings};
 use crate::perms::{self, Permissions};
 
 /// The pipe a background parent waits on: the child writes `ok` or `error: …` to it.
@@ -127,18 +128,38 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
+    let mode = Mode::resolve(config.mtls, std::env::var(mtls::MODE_ENV).ok().as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let emulated_tls = EmulatedTlsDir::new(config, mode)?;
     let emulator = match &config.emulate {
         Some(fixture) => Some(
-            Emulator::start(EmulatorConfig { fixture: fixture.clone(), ..Default::default() })
-                .context("starting the emulator")?,
+            Emulator::start(EmulatorConfig {
+                fixture: fixture.clone(),
+                tls: emulated_tls.as_ref().map(|d| d.path.clone()),
+                ..Default::default()
+            })
+            .context("starting the emulator")?,
         ),
         None => None,
     };
     let endpoint = emulator.as_ref().map_or(config.endpoint.clone(), |e| e.addr().to_string());
-    let http = HttpConfig { endpoint, timeout: config.timeout, max_value: config.max_value };
-    let mds = Arc::new(HttpMds::new(http).context("building the HTTP client")?);
+    let mtls = match &emulator {
+        // --emulate speaks plain HTTP unless mutual TLS was asked for outright.
+        Some(emulator) => Settings {
+            mode: if emulator.tls_dir().is_some() { Mode::On } else { Mode::Off },
+            dir: emulator.tls_dir().map_or_else(|| mtls::DEFAULT_DIR.into(), Into::into),
+        },
+        None => Settings {
+            mode,
+            dir: config.mtls_dir.clone().unwrap_or_else(|| mtls::DEFAULT_DIR.into()),
+        },
+    };
+    let http = HttpConfig { endpoint, timeout: config.timeout, max_value: config.max_value, mtls };
+    let mds = Arc::new(HttpMds::new(http)?);
     let endpoint = mds.endpoint().to_string();
+    runtime.spawn(mds.transport().clone().watch());
     warn_unimplemented(config);
+    let transport = mds.transport().clone();
     let core = Arc::new(Core::new(mds, fs_config(config), Arc::new(SystemClock::default())));
     runtime.spawn(refresh_tokens(core.clone()));
 
@@ -164,7 +185,7 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
         report(&pipe, "ok");
     }
     sd_notify("READY=1");
-    info!("mounted {endpoint} on {}", config.mountpoint.display());
+    info!("mounted {endpoint} on {} over {}", config.mountpoint.display(), transport.kind());
     runtime.spawn(check_secret_paths(core.clone(), config.clone()));
 
     let signal = loop {
@@ -199,7 +220,48 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(emulator);
+    drop(emulated_tls);
     Ok(())
+}
+
+/// Where `--emulate -o mtls=on` has the emulator write its credentials: `mtls_dir` if given,
+/// else a private directory removed at exit (never the guest agent's real one).
+#[derive(Debug)]
+struct EmulatedTlsDir {
+    path: std::path::PathBuf,
+    private: bool,
+}
+
+impl EmulatedTlsDir {
+    fn new(config: &Config, mode: Mode) -> Result<Option<EmulatedTlsDir>> {
+        if config.emulate.is_none() || mode != Mode::On {
+            return Ok(None);
+        }
+        if let Some(dir) = &config.mtls_dir {
+            return Ok(Some(EmulatedTlsDir { path: dir.clone(), private: false }));
+        }
+        // Made here, exclusively and 0700: a name someone else created first is never used.
+        use std::hash::{BuildHasher, RandomState};
+        use std::os::unix::fs::DirBuilderExt;
+        for _ in 0..16 {
+            let suffix = RandomState::new().hash_one(Instant::now()) % 1_000_000_000;
+            let path = std::env::temp_dir().join(format!("metadatafs-emulate-mtls.{suffix}"));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Some(EmulatedTlsDir { path, private: true })),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).context("creating a directory for the emulator's TLS"),
+            }
+        }
+        bail!("could not create a directory for the emulator's TLS")
+    }
+}
+
+impl Drop for EmulatedTlsDir {
+    fn drop(&mut self) {
+        if self.private {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// What to do about the usual reasons a FUSE mount fails.

@@ -4,6 +4,7 @@
 //! functions) → `cache`/`token` (freshness, no I/O of their own) → `mds` (the HTTP client).
 
 pub mod cache;
+pub mod channel;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
@@ -14,8 +15,10 @@ pub mod fuse;
 pub mod logging;
 pub mod mds;
 pub mod mounts;
+pub mod mtls;
 pub mod perms;
 pub mod token;
+pub mod transport;
 pub mod tree;
 
 #[cfg(test)]

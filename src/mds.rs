@@ -1,5 +1,6 @@
-//! The MDS client: one `reqwest::Client`, one place that adds `Metadata-Flavor: Google` and
-//! checks it on the way back, one retry loop.
+//! The MDS client: one `reqwest::Client` at a time (plain HTTP or mutual TLS, swapped whole by
+//! `transport`), one place that adds `Metadata-Flavor: Google` and checks it on the way back,
+//! one retry loop.
 //!
 //! Retry policy (reference/metadata-api.md §2.4, §8, §9): connect errors, timeouts, 5xx and 429
 //! are transient and retried with exponential backoff and jitter, all inside the caller's
@@ -11,18 +12,17 @@
 //! tokens.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::debug;
-use reqwest::{header, redirect, StatusCode};
+use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
+use crate::mtls::Settings;
+use crate::transport::{SendError, Transport, TransportError};
 
-/// The `Host` the real MDS expects; we connect to the IP to avoid DNS at boot
-/// (reference/metadata-api.md §1.1) but still name the host.
-const MDS_HOST: &str = "metadata.google.internal";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long requests fail at once after the MDS could not be reached (see [`Outage`]).
@@ -45,12 +45,13 @@ pub struct HttpConfig {
     pub timeout: Duration,
     /// Bodies above this are refused (EFBIG).
     pub max_value: u64,
+    /// Whether and how to use HTTPS with mutual TLS (`transport`, `mtls`).
+    pub mtls: Settings,
 }
 
 #[derive(Debug)]
 pub struct HttpMds {
-    client: reqwest::Client,
-    base: String,
+    transport: Arc<Transport>,
     config: HttpConfig,
     outage: Mutex<Outage>,
     /// Until when requests make one attempt, not a retry loop: set when a request used up its
@@ -99,32 +100,39 @@ enum Contact {
 }
 
 impl HttpMds {
-    pub fn new(config: HttpConfig) -> Result<Self, reqwest::Error> {
-        let mut headers = header::HeaderMap::new();
-        headers.insert("Metadata-Flavor", header::HeaderValue::from_static("Google"));
-        headers.insert(header::HOST, header::HeaderValue::from_static(MDS_HOST));
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .redirect(redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(config.timeout.min(Duration::from_secs(2)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        let base = format!("http://{}/computeMetadata/v1/", config.endpoint);
+    /// The client `config` calls for; under `mtls=on` without usable credentials, an error
+    /// naming the file.
+    pub fn new(config: HttpConfig) -> Result<Self, TransportError> {
+        let transport = Transport::new(&config.endpoint, config.timeout, config.mtls.clone())?;
         let (outage, strained) = (Mutex::new(Outage::default()), Mutex::new(None));
-        Ok(HttpMds { client, base, config, outage, strained })
+        Ok(HttpMds { transport: Arc::new(transport), config, outage, strained })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.config.endpoint
     }
 
+    /// Which channel requests take, for the status file and logs; `transport().watch()`
+    /// follows credential rotations.
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
     /// One request, and how far it got.
     async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, Contact) {
-        let url = format!("{}{}", self.base, path);
-        let response = match self.client.get(&url).timeout(budget).send().await {
+        let request = |client: &reqwest::Client, base: &str| client.get(format!("{base}{path}"));
+        let response = match self.transport.send(budget, request).await {
             Ok(response) => response,
-            Err(e) => {
+            // The server is not the one root.crt vouches for, or it refuses our certificate:
+            // retrying will not change that, and nothing it says is served.
+            Err(SendError::Refused(reason)) => {
+                let reason = format!("TLS handshake failed: {reason}");
+                return (
+                    Err(Error::Misconfigured { path: path.into(), reason }),
+                    Contact::Answered,
+                );
+            }
+            Err(SendError::Request(e)) => {
                 let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
                 let contact =
                     if e.is_connect() { Contact::NoConnection } else { Contact::NoAnswer };
@@ -233,7 +241,7 @@ impl Mds for HttpMds {
 
 /// The error's chain of causes in one line: reqwest's own message is often just
 /// "error sending request".
-fn describe(e: &dyn std::error::Error) -> String {
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

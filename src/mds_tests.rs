@@ -53,7 +53,8 @@ async fn scripted(responses: Vec<String>) -> Scripted {
 }
 
 fn client(addr: &str, timeout: Duration, max_value: u64) -> HttpMds {
-    HttpMds::new(HttpConfig { endpoint: addr.into(), timeout, max_value }).unwrap()
+    HttpMds::new(HttpConfig { endpoint: addr.into(), timeout, max_value, mtls: Settings::off() })
+        .unwrap()
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ struct Args {
     /// A cached access token is returned again while more than this many seconds remain.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     cache_window: u64,
+    /// Also serve HTTPS requiring a client certificate; write root.crt and client.key here.
+    #[arg(long, value_name = "DIR")]
+    tls: Option<PathBuf>,
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn main() {
         fixture: args.fixture,
         token_lifetime: Duration::from_secs(args.token_lifetime),
         cache_window: Duration::from_secs(args.cache_window),
+        tls: args.tls,
     };
     let emulator = match Emulator::start(config) {
         Ok(e) => e,

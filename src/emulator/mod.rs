@@ -21,6 +21,7 @@ mod fixture;
 mod handler;
 mod http;
 mod server;
+mod tls;
 mod tokens;
 mod tree;
 
@@ -48,6 +49,8 @@ pub struct EmulatorConfig {
     pub token_lifetime: Duration,
     /// A cached token is handed out again while more than this remains (real MDS: 5 minutes).
     pub cache_window: Duration,
+    /// Also serve HTTPS with mutual TLS, writing `root.crt` and `client.key` here (`tls.rs`).
+    pub tls: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -57,6 +60,7 @@ impl Default for EmulatorConfig {
             fixture: None,
             token_lifetime: Duration::from_secs(3600),
             cache_window: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -71,12 +75,16 @@ pub enum EmulatorError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the emulator's runtime: {0}")]
     Runtime(std::io::Error),
+    /// The certificates could not be made or written (the message names the file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running emulator. It stops on [`Emulator::shutdown`] or when dropped.
 #[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
+    tls_dir: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -91,6 +99,11 @@ impl Emulator {
         let listener = std::net::TcpListener::bind(config.listen).map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
+        let tls = match &config.tls {
+            Some(dir) => Some(Arc::new(tls::Tls::create(dir, addr).map_err(EmulatorError::Tls)?)),
+            None => None,
+        };
+        let tls_dir = tls.as_ref().map(|t| t.dir().to_path_buf());
         let state =
             handler::State::new(tree, config.token_lifetime, config.cache_window, server::now_ms());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,17 +117,28 @@ impl Emulator {
         let thread = std::thread::Builder::new()
             .name("metadatafs-emulator".into())
             .spawn(move || {
-                runtime.block_on(server::run(listener, shared, stopped));
+                runtime.block_on(server::run(listener, shared, tls, stopped));
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(EmulatorError::Runtime)?;
-        log::info!("emulator listening on {addr}");
-        Ok(Emulator { addr, stop: Some(stop), thread: Some(thread) })
+        match &tls_dir {
+            Some(dir) => log::info!(
+                "emulator listening on {addr} (HTTP, and HTTPS with client certificates from {})",
+                dir.display()
+            ),
+            None => log::info!("emulator listening on {addr}"),
+        }
+        Ok(Emulator { addr, tls_dir, stop: Some(stop), thread: Some(thread) })
     }
 
     /// The address it listens on (`GCE_METADATA_HOST` for clients).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `root.crt` and `client.key` are, when it serves HTTPS.
+    pub fn tls_dir(&self) -> Option<&std::path::Path> {
+        self.tls_dir.as_deref()
     }
 
     /// Stops serving and waits for the server thread; hanging requests are cut off.

@@ -1,4 +1,5 @@
 //! The thin HTTP layer: hyper 1 over tokio, one task per connection, all logic in handler.rs.
+//! With `--tls`, a connection that opens with a TLS handshake is served over HTTPS (tls.rs).
 //!
 //! A hanging `wait_for_change` request holds only a `watch::Receiver` and a timer, so hundreds of
 //! them cost next to nothing and never block other requests (the 2016 Google emulator notes "500 max
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::handler::{handle, pinned, serve, Action, State};
 use super::http::{parse_query, Request, Response};
+use super::tls::{not_enabled, Tls};
 use super::tokens::Millis;
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -43,6 +45,7 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
 pub(crate) async fn run(
     listener: std::net::TcpListener,
     state: Shared,
+    tls: Option<Arc<Tls>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -56,20 +59,7 @@ pub(crate) async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| respond(state.clone(), req));
-                        // Title-Case names, close to the real MDS (`Metadata-Flavor: Google`)
-                        // for scripts that grep `curl -i` output. hyper spells two of them
-                        // `Etag` and `X-Xss-Protection` where the real capture has `ETag` and
-                        // `X-XSS-Protection` (§2.2); header names are case-insensitive.
-                        let conn = http1::Builder::new()
-                            .title_case_headers(true)
-                            .serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = conn.await {
-                            log::debug!("emulator: connection ended: {e}");
-                        }
-                    });
+                    tokio::spawn(connection(stream, state.clone(), tls.clone()));
                 }
                 Err(e) => {
                     log::warn!("emulator: accept failed: {e}");
@@ -81,10 +71,73 @@ pub(crate) async fn run(
     }
 }
 
+/// One connection: HTTPS if it opens with a TLS handshake record and `--tls` is on, else HTTP.
+async fn connection(stream: tokio::net::TcpStream, state: Shared, tls: Option<Arc<Tls>>) {
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    let starts_tls = tls.is_some()
+        && matches!(stream.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE);
+    match tls {
+        Some(tls) if starts_tls => match tls.acceptor().accept(stream).into_fallible().await {
+            Ok(stream) => {
+                let session = stream.get_ref().1;
+                tls.accepted(session.server_name());
+                let cert = session.peer_certificates().and_then(|c| c.first()).cloned();
+                serve_connection(TokioIo::new(stream), state, Some(tls), cert.map(|c| c.to_vec()))
+                    .await
+            }
+            Err((e, stream)) => {
+                tls.refused();
+                log::debug!("emulator: TLS handshake refused: {e}");
+                linger(stream).await;
+            }
+        },
+        tls => serve_connection(TokioIo::new(stream), state, tls, None).await,
+    }
+}
+
+/// Close after a refused handshake so that the client reads our alert: closing a socket with
+/// the client's unread request in it resets the connection, and a reset can destroy the alert
+/// before the client reads it. Stop sending, then drain what the client sent, briefly.
+async fn linger(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+async fn serve_connection<T>(io: T, state: Shared, tls: Option<Arc<Tls>>, cert: Option<Vec<u8>>)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let cert = Arc::new(cert);
+    let service = service_fn(move |req| respond(state.clone(), tls.clone(), cert.clone(), req));
+    // Title-Case names, close to the real MDS (`Metadata-Flavor: Google`) for scripts that
+    // grep `curl -i` output. hyper spells two of them `Etag` and `X-Xss-Protection` where the
+    // real capture has `ETag` and `X-XSS-Protection` (§2.2); header names are case-insensitive.
+    let conn = http1::Builder::new().title_case_headers(true).serve_connection(io, service);
+    if let Err(e) = conn.await {
+        log::debug!("emulator: connection ended: {e}");
+    }
+}
+
 async fn respond(
     state: Shared,
+    tls: Option<Arc<Tls>>,
+    cert: Arc<Option<Vec<u8>>>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
+    // Client credentials rotated out since this connection's handshake: close it, as a
+    // server that re-checks its peers would; the client must come back with the new ones.
+    if tls.as_ref().is_some_and(|tls| !tls.admit(cert.as_deref())) {
+        log::debug!(
+            "{} {} -> dropped: client certificate no longer accepted",
+            req.method(),
+            req.uri().path()
+        );
+        return Err(Dropped);
+    }
     let (parts, body) = req.into_parts();
     // Bodies are small (guest attributes, control values): a bigger one is refused, never
     // buffered, whatever its path.
@@ -108,6 +161,13 @@ async fn respond(
             .collect(),
         body: body.to_vec(),
     };
+    if request.path.starts_with("/emulator/tls") {
+        let response = tls.as_ref().map_or_else(not_enabled, |tls| tls.control(&request));
+        return Ok(to_hyper(response));
+    }
+    if let Some(tls) = tls.as_ref().filter(|_| !request.path.starts_with("/emulator/")) {
+        tls.count(cert.is_some());
+    }
     let (reply, changes) = {
         let mut st = lock(&state);
         let changes = st.subscribe();
