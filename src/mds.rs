@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 use crate::mtls::Settings;
-use crate::transport::{SendError, Transport, TransportError};
+use crate::transport::{Kind, SendError, Transport, TransportError};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -35,6 +35,12 @@ const STRAIN: Duration = Duration::from_secs(5);
 pub trait Mds: Send + Sync + 'static {
     /// GET the path; `Ok` only for a 200 whose body arrived whole.
     fn get(&self, path: &str) -> impl Future<Output = Result<Bytes>> + Send;
+
+    /// What requests travel over now (plain HTTP or mutual TLS), for the status file; `None`
+    /// for a server that is no network client.
+    fn transport_kind(&self) -> Option<Kind> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +200,10 @@ impl HttpMds {
 }
 
 impl Mds for HttpMds {
+    fn transport_kind(&self) -> Option<Kind> {
+        Some(self.transport.kind())
+    }
+
     async fn get(&self, path: &str) -> Result<Bytes> {
         if let Some(reason) = self.outage.lock().unwrap().current() {
             return Err(Error::Unavailable { path: path.into(), reason });

@@ -60,6 +60,7 @@ async fn auto_falls_back_when_https_fails_and_comes_back_when_it_works_again() {
     // A server that speaks no TLS: the first read falls back and is served over HTTP.
     assert_eq!(mds.get("project/project-id").await.unwrap(), "emulated-project");
     assert_eq!(transport.kind(), Kind::HttpFallback);
+    assert_eq!(mds.transport_kind().map(Kind::name), Some("http-fallback"));
     assert!(!transport.reprobe().await, "HTTPS still fails");
     assert_eq!(transport.kind(), Kind::HttpFallback);
 
