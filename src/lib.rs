@@ -6,7 +6,9 @@
 pub mod cache;
 pub mod cli;
 pub mod clock;
+mod content;
 pub mod daemon;
+pub mod dump;
 pub mod emulator;
 pub mod error;
 pub mod fs;
@@ -17,6 +19,7 @@ pub mod mounts;
 pub mod perms;
 pub mod token;
 pub mod tree;
+pub mod watch;
 
 #[cfg(test)]
 mod testing;
