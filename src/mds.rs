@@ -48,6 +48,8 @@ pub trait Mds: Send + Sync + 'static {
     }
 }
 
+/// Idle keep-alive connections kept to the MDS (the watcher's long-poll is one more, in use).
+const IDLE_CONNECTIONS: usize = 4;
 /// The largest recursive dump the watcher takes: the whole tree, so more than one value.
 const MAX_DUMP: u64 = 64 << 20;
 
@@ -123,6 +125,9 @@ impl HttpMds {
             .no_proxy()
             .connect_timeout(config.timeout.min(Duration::from_secs(2)))
             .pool_idle_timeout(Duration::from_secs(60))
+            // A burst of concurrent reads (or an `ls -l` prefetch) opens connections; keep only
+            // a few idle afterwards, not one per request of the burst.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build()?;
         let base = format!("http://{}/computeMetadata/v1/", config.endpoint);
         let (outage, strained) = (Mutex::new(Outage::default()), Mutex::new(None));
