@@ -11,6 +11,11 @@
 //! metadatafs logs its counts at unmount), MDS requests per 1000 warm reads, how soon a change
 //! made on the emulator is visible at `ttl=3600`, cold reads, and the daemon's memory.
 //!
+//! Everything (this process, the daemons, the emulator) runs pinned to one CPU: on a small VM a
+//! FUSE round trip costs very different amounts depending on whether the scheduler happened to
+//! put client and server on the same core (a cross-core wakeup is an IPI, dear in a VM), and
+//! that luck, fixed per process, would otherwise decide the ratios.
+//!
 //! `cargo bench --bench read_path` (needs root and /dev/fuse). Targets (issue 10): warm plain
 //! ≤ 1.1× and warm token ≤ 2× the keep-cache floor, 0 MDS requests per warm read, a change
 //! visible within 1 s. It prints a table and asserts nothing: numbers from a shared machine are
@@ -308,7 +313,20 @@ fn per_read(counts: &[(String, u64)], reads: u64) -> String {
     format!("{:.2} ({})", total as f64 / reads as f64, detail.join(", "))
 }
 
+/// Run this process, and everything it starts from now on, on the CPU it is on now.
+fn pin_to_one_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is ours and zeroed first.
+    unsafe {
+        let cpu = usize::try_from(libc::sched_getcpu()).ok()?;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        (libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0)
+            .then_some(cpu)
+    }
+}
+
 fn main() {
+    let pinned = pin_to_one_cpu();
     let emulator = Emulator::start(EmulatorConfig::default()).expect("emulator");
     let addr = emulator.addr().to_string();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -368,7 +386,11 @@ fn main() {
     let mds_per_1000 = http.requests() - before;
     let latencies = change_latency(&http, &warm, 15);
 
-    println!("\nread_path: open+read+close of {VALUE} ({len} bytes), medians of {ROUNDS}×{BATCH} interleaved\n");
+    let cpu = pinned.map_or("not pinned".to_string(), |cpu| format!("all on CPU {cpu}"));
+    println!(
+        "\nread_path: open+read+close of {VALUE} ({len} bytes), medians of {ROUNDS}×{BATCH} \
+         interleaved, {cpu}\n"
+    );
     println!("{:<26} {:>10} {:>12} {:>10}", "case", "median µs", "/keep-cache", "/tmpfs");
     let (floor, base) = (medians[1], medians[0]);
     for (name, m) in names.iter().zip(&medians) {
