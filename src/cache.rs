@@ -19,6 +19,8 @@
 //!   brings takes over only then: a value never changes while it is valid, so the size a
 //!   lookup hands the kernel is the size an `open` right after it reads.
 //! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.
+//! - A fetch that was under way when [`Cache::expire`] ran may have fetched what was just
+//!   declared stale: its value is stored already expired (and still returned to its readers).
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -125,6 +127,8 @@ struct Shared {
     /// Until when expired keys are served stale at once: set by a failed refresh, cleared by
     /// a successful one.
     failing_until: Mutex<Option<Expiry>>,
+    /// Bumped by every `expire`.
+    generation: AtomicU64,
 }
 
 impl Shared {
@@ -137,7 +141,11 @@ impl Shared {
 impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
     pub fn new(capacity: usize, clock: SharedClock) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        let shared = Arc::new(Shared { clock, failing_until: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            clock,
+            failing_until: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        });
         Cache { slots: Mutex::new(LruCache::new(capacity)), shared, stats: Arc::default() }
     }
 
@@ -177,7 +185,8 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
             None => {}
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let result = settle(&self.shared, &self.stats, &slot, fetch().await);
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let result = settle(&self.shared, &self.stats, &slot, generation, fetch().await);
         turn.finish(&result);
         result
     }
@@ -191,12 +200,13 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
             return;
         };
         let (shared, stats) = (self.shared.clone(), self.stats.clone());
+        let generation = shared.generation.load(Ordering::SeqCst);
         runtime.spawn(async move {
             let Some(turn) = slot.fill.try_turn() else {
                 return;
             };
             stats.misses.fetch_add(1, Ordering::Relaxed);
-            let result = settle(&shared, &stats, &slot, fetch.await);
+            let result = settle(&shared, &stats, &slot, generation, fetch.await);
             turn.finish(&result);
         });
     }
@@ -206,6 +216,42 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         let slot = self.slots.lock().unwrap().peek(key).cloned()?;
         let entry = slot.entry.lock().unwrap();
         entry.as_ref().map(|e| e.value.clone())
+    }
+
+    /// The entry for `key` if it is cached and fresh, without waiting for anything: what the
+    /// FUSE thread answers from directly.
+    pub fn get_now(&self, key: &str) -> Option<Entry<V>> {
+        let slot = self.slots.lock().unwrap().get(key).cloned()?;
+        self.fresh(&slot)
+    }
+
+    /// Whether `key` holds a fresh value, without counting a hit.
+    pub fn is_fresh(&self, key: &str) -> bool {
+        let slot = self.slots.lock().unwrap().peek(key).cloned();
+        slot.is_some_and(|slot| {
+            let entry = slot.entry.lock().unwrap();
+            entry.as_ref().is_some_and(|e| !e.expiry.is_expired(&*self.shared.clock))
+        })
+    }
+
+    /// Mark every key `matches` accepts as expired: the next read fetches it again. The
+    /// values stay, so a failed refetch can still serve the last good one; a background
+    /// refresh waiting to take over is dropped (it was fetched before this).
+    pub fn expire(&self, mut matches: impl FnMut(&str) -> bool) -> usize {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let slots: Vec<Arc<Slot<V>>> = {
+            let slots = self.slots.lock().unwrap();
+            slots.iter().filter(|(key, _)| matches(key)).map(|(_, slot)| slot.clone()).collect()
+        };
+        let now = Expiry::now(&*self.shared.clock);
+        for slot in &slots {
+            let mut entry = slot.entry.lock().unwrap();
+            if let Some(entry) = entry.as_mut() {
+                entry.expiry = entry.expiry.min(now);
+            }
+            slot.next.lock().unwrap().take();
+        }
+        slots.len()
     }
 
     #[cfg(test)]
@@ -254,12 +300,16 @@ fn settle<V: Clone + Weight>(
     shared: &Shared,
     stats: &CacheStats,
     slot: &Slot<V>,
+    generation: u64,
     fetched: Result<(V, Duration)>,
 ) -> Result<Entry<V>> {
     let clock = &*shared.clock;
     match fetched {
         Ok((value, ttl)) => {
             *shared.failing_until.lock().unwrap() = None;
+            // Expired while it was fetched: what it brought may be what was declared stale.
+            let overtaken = shared.generation.load(Ordering::SeqCst) != generation;
+            let ttl = if overtaken { Duration::ZERO } else { ttl };
             let entry = Entry { value, expiry: Expiry::from_now(clock, ttl) };
             let mut current = slot.entry.lock().unwrap();
             if current.as_ref().is_some_and(|held| !held.expiry.is_expired(clock)) {
@@ -414,6 +464,29 @@ mod tests {
         let entry =
             cache.get("k", || async move { Ok((1, Duration::from_secs(1))) }).await.unwrap();
         assert_eq!(entry.value, 1);
+    }
+
+    #[tokio::test]
+    async fn expired_keys_are_fetched_again_and_get_now_never_waits() {
+        let (_, cache) = cache(10);
+        let ttl = Duration::from_secs(60);
+        assert!(cache.get_now("a").is_none());
+        for (key, value) in [("a/x", 1), ("a/y", 2), ("b", 3)] {
+            cache.get(key, move || async move { Ok((value, ttl)) }).await.unwrap();
+        }
+        assert_eq!(cache.get_now("a/x").unwrap().value, 1);
+        assert_eq!(cache.expire(|key| key.starts_with("a/")), 2);
+        assert!(cache.get_now("a/x").is_none() && !cache.is_fresh("a/x"));
+        assert_eq!(cache.peek("a/x"), Some(1), "the last good value stays");
+        assert!(cache.is_fresh("b"));
+        assert_eq!(cache.get("a/x", || async move { Ok((4, ttl)) }).await.unwrap().value, 4);
+        // A fetch under way while its key was expired stores what it got as already stale.
+        let fetched = cache.get("c", || {
+            cache.expire(|key| key == "c");
+            async move { Ok((5, ttl)) }
+        });
+        assert_eq!(fetched.await.unwrap().value, 5);
+        assert!(cache.get_now("c").is_none());
     }
 
     #[tokio::test]

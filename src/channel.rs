@@ -53,6 +53,9 @@ pub struct Channel {
     pub(crate) kind: Kind,
 }
 
+/// Idle keep-alive connections kept to the MDS (the watcher's long-poll is one more, in use).
+const IDLE_CONNECTIONS: usize = 4;
+
 fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     // reqwest builds a rustls configuration for every client, even a plain HTTP one.
     crate::mtls::crypto_provider();
@@ -67,6 +70,9 @@ fn builder(timeout: Duration) -> reqwest::ClientBuilder {
         .no_proxy()
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .pool_idle_timeout(Duration::from_secs(60))
+        // A burst of concurrent reads (or an `ls -l` prefetch) opens connections; keep only a
+        // few idle afterwards, not one per request of the burst.
+        .pool_max_idle_per_host(IDLE_CONNECTIONS)
 }
 
 /// A plain HTTP channel (`kind` says why it is plain).

@@ -32,6 +32,7 @@ use crate::mds::{HttpConfig, HttpMds, Mds};
 use crate::mounts;
 use crate::mtls::{self, Mode, Settings};
 use crate::perms::{self, Permissions};
+use crate::watch;
 
 /// The pipe a background parent waits on: the child writes `ok` or `error: …` to it.
 const READY_FD_ENV: &str = "METADATAFS_READY_FD";
@@ -174,6 +175,8 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
         fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
             anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
         })?;
+    // The notifier has to be taken before the session runs.
+    runtime.spawn(watch::run(core.clone(), Arc::new(session.notifier())));
     // `spawn` moves fuser's unmount-on-drop into the handle, which is never dropped: fuser
     // unmounts by path, and by the time the session ends the path may name another mount.
     let session =

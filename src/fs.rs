@@ -5,33 +5,37 @@
 //! Invariants:
 //! - Nothing is fetched before it is looked up or listed, and nothing is served that did not
 //!   come whole from the MDS.
-//! - One `open()` sees one value: the bytes are copied into the file handle at open time, and
-//!   every read through that handle slices the same copy.
-//! - The TTL handed to the kernel is what is left of our own cached value's validity, so the
-//!   kernel never caches longer than we do. Token files get zero: their size moves with
-//!   `expires_in`.
-//! - `stat` reports the exact size of what `open` + `read` will return.
+//! - Each version of a file is its own inode (tree.rs): an inode's size and bytes never change,
+//!   so `getattr` never fetches, the kernel may keep an inode's pages (`FOPEN_KEEP_CACHE`) and
+//!   attributes as long as it likes, and `open` → change → `fstat` → read `st_size` bytes
+//!   gives one whole version. A change reaches the next `open()` through the *name*: its entry
+//!   TTL is what is left of our cached value's validity, so the kernel never holds a name
+//!   longer than we hold its value, and the watcher invalidates names sooner (watch.rs).
+//! - One `open()` sees one value: the handle holds the version's bytes (for `token`, the
+//!   rendering made at open, of the version's length), and every read slices the same copy.
+//!   An open whose token moved on since the lookup fails with ESTALE, which makes the kernel
+//!   look the name up again and retry.
+//! - Cache hits are answered without waiting (`*_now`), so the FUSE thread replies directly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use log::warn;
 
-use crate::cache::{Cache, Weight};
+use crate::cache::Cache;
 use crate::clock::SharedClock;
+use crate::content::{child_kind, Cached, Child, Content, Listings};
 use crate::error::{Error, Result};
 use crate::mds::Mds;
 use crate::perms::Permissions;
 use crate::token::Tokens;
-use crate::tree::{self, Inodes, Kind, Node};
+use crate::tree::{self, Inodes, Kind, Node, Version};
+use crate::watch::WatchStatus;
 
-/// The root symlink to the most used directory.
-const SERVICE_ACCOUNTS_LINK: (&str, &str) = ("service-accounts", "instance/service-accounts");
-/// The bare-token file we add to every service-account directory.
-const ACCESS_TOKEN: &str = "access_token";
+/// How long the kernel may keep a file inode's attributes: they never change (tree.rs).
+const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -58,6 +62,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// mtime and ctime: when this mount first saw the bytes (the mount time for directories).
+    pub mtime: SystemTime,
 }
 
 /// An attribute and how long the kernel may keep it (`ttl`), and from a lookup, how long it
@@ -77,32 +83,13 @@ pub struct DirEntry {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Child {
-    name: String,
-    dir: bool,
-}
-
-/// What the value cache holds for a path. `Debug` shows sizes, never bytes: values may be
-/// secrets.
-#[derive(Clone)]
-enum Cached {
-    Listing(Arc<Vec<Child>>),
-    Value(Bytes),
-    Missing,
-    /// A permanent failure (EFBIG, no `Metadata-Flavor`, 400, 403, …), remembered like a 404 so
-    /// that no local user can turn syscalls into requests against the MDS's rate limit.
-    Failed(Error),
-}
-
-impl Weight for Cached {
-    fn weight(&self) -> usize {
-        match self {
-            Cached::Listing(children) => children.iter().map(|c| c.name.len() + 1).sum(),
-            Cached::Value(bytes) => bytes.len(),
-            Cached::Missing | Cached::Failed(_) => 0,
-        }
-    }
+/// How the kernel should treat an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caching {
+    /// Keep the inode's pages: its bytes never change.
+    KeepCache,
+    /// Every read comes to us: the handle's bytes differ from open to open (`token`).
+    Direct,
 }
 
 enum Handle {
@@ -119,17 +106,6 @@ struct DirHandle {
     children: Arc<Vec<Child>>,
 }
 
-impl std::fmt::Debug for Cached {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cached::Listing(children) => write!(f, "Listing({} entries)", children.len()),
-            Cached::Value(bytes) => write!(f, "Value({} bytes)", bytes.len()),
-            Cached::Missing => write!(f, "Missing"),
-            Cached::Failed(err) => write!(f, "Failed({err})"),
-        }
-    }
-}
-
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -141,14 +117,24 @@ impl std::fmt::Debug for Handle {
 
 #[derive(Debug)]
 pub struct Core<M> {
-    mds: Arc<M>,
-    config: FsConfig,
-    clock: SharedClock,
-    cache: Cache<Cached>,
-    tokens: Arc<Tokens<M>>,
-    inodes: Mutex<Inodes>,
+    pub(crate) mds: Arc<M>,
+    pub(crate) config: FsConfig,
+    pub(crate) clock: SharedClock,
+    pub(crate) cache: Cache<Cached>,
+    pub(crate) tokens: Arc<Tokens<M>>,
+    pub(crate) inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
+    pub(crate) mounted_at: SystemTime,
+    /// Set once anything was fetched: the watcher starts then (watch.rs).
+    pub(crate) read_anything: AtomicBool,
+    pub(crate) first_read: tokio::sync::Notify,
+    /// How many times the watcher dropped changes; held (read) while replying to a lookup.
+    pub(crate) changes: RwLock<u64>,
+    /// Directories being listed now, for the prefetch of `ls -l` (content.rs).
+    pub(crate) listings: Mutex<Listings>,
+    /// What the change watcher is doing, for the status file.
+    pub watch: Arc<WatchStatus>,
 }
 
 impl<M: Mds> Core<M> {
@@ -163,6 +149,12 @@ impl<M: Mds> Core<M> {
             inodes: Mutex::new(Inodes::default()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            mounted_at: SystemTime::now(),
+            read_anything: AtomicBool::new(false),
+            first_read: tokio::sync::Notify::new(),
+            listings: Mutex::default(),
+            changes: RwLock::new(0),
+            watch: Arc::default(),
         }
     }
 
@@ -170,42 +162,85 @@ impl<M: Mds> Core<M> {
         &self.tokens
     }
 
+    /// The entry for `name` if everything it needs is cached: `None` means [`Core::lookup`]
+    /// has to fetch.
+    pub fn lookup_now(&self, parent: u64, name: &std::ffi::OsStr) -> Option<Result<Entry>> {
+        let (dir, name) = match self.lookup_target(parent, name) {
+            Ok(target) => target,
+            Err(e) => return Some(Err(e)),
+        };
+        let (children, listing_validity) = match self.listing_now(&dir)? {
+            Ok(listing) => listing,
+            Err(e) => return Some(Err(e)),
+        };
+        let node = match find(&dir, &children, name) {
+            Ok(node) => node,
+            Err(e) => return Some(Err(e)),
+        };
+        let content = match node.kind {
+            Kind::Dir | Kind::Symlink(_) => None,
+            _ => match self.content_now(&node)? {
+                Ok(content) => Some(content),
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        Some(Ok(self.enter(node, content, listing_validity)))
+    }
+
     pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Entry> {
+        if let Some(answer) = self.lookup_now(parent, name) {
+            return answer;
+        }
+        let (dir, name) = self.lookup_target(parent, name)?;
+        let (children, listing_validity) = self.listing(&dir).await?;
+        let node = find(&dir, &children, name)?;
+        let content = match node.kind {
+            Kind::Dir | Kind::Symlink(_) => None,
+            _ => Some(self.content(&node).await?),
+        };
+        Ok(self.enter(node, content, listing_validity))
+    }
+
+    fn lookup_target<'n>(
+        &self,
+        parent: u64,
+        name: &'n std::ffi::OsStr,
+    ) -> Result<(String, &'n str)> {
         let name = tree::check_name(name)?;
-        let dir = self.node(parent)?;
+        let (dir, _) = self.inodes.lock().unwrap().get(parent)?;
         if dir.kind != Kind::Dir {
             return Err(Error::NotFound);
         }
-        let (node, listing_validity) = self.resolve(&dir.path, name).await?;
-        let mut entry = self.describe(0, &node).await?;
-        entry.entry_ttl = listing_validity;
-        entry.attr.ino = self.inodes.lock().unwrap().lookup(node);
-        Ok(entry)
+        Ok((dir.path, name))
     }
 
-    /// With `fh`, the size is that open file's: `fstat` then agrees with what its reads
-    /// return (Node's `readFileSync` reads exactly `st_size` bytes), even if the value moved.
-    pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Entry> {
-        let node = self.node(ino)?;
-        let open_size = fh.and_then(|fh| match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::File(bytes)) => Some(bytes.len() as u64),
-            _ => None,
-        });
-        match open_size {
-            Some(size) => {
-                let attr = self.attr(ino, &node, FileType::RegularFile, size);
-                Ok(Entry { attr, ttl: Duration::ZERO, entry_ttl: Duration::ZERO })
-            }
-            None => self.describe(ino, &node).await,
-        }
+    /// Hand the kernel one more reference to `node` at its current version. The name lives as
+    /// long as both the listing that shows it and the version it points to stay current.
+    fn enter(&self, node: Node, content: Option<Content>, listing_validity: Duration) -> Entry {
+        let (version, entry_ttl) = match content {
+            Some(c) => (Some(Arc::new(c.version)), listing_validity.min(c.validity)),
+            None => (None, listing_validity),
+        };
+        let ino = self.inodes.lock().unwrap().lookup(node.clone(), version.clone());
+        let (attr, ttl) = self.attr(ino, &node, version.as_deref());
+        Entry { attr, ttl, entry_ttl }
+    }
+
+    /// Never fetches: an inode's attributes are fixed when it is looked up.
+    pub fn getattr(&self, ino: u64) -> Result<Entry> {
+        let (node, version) = self.inodes.lock().unwrap().get(ino)?;
+        let (attr, ttl) = self.attr(ino, &node, version.as_deref());
+        Ok(Entry { attr, ttl, entry_ttl: ttl })
     }
 
     /// Whether `path` is a directory the MDS lists (to check options against the real tree).
     pub async fn is_dir(&self, path: &str) -> Result<bool> {
         let mut dir = String::new();
         for name in path.split('/') {
-            match self.resolve(&dir, name).await {
-                Ok((node, _)) if node.kind == Kind::Dir => dir = node.path,
+            let found =
+                self.listing(&dir).await.and_then(|(children, _)| find(&dir, &children, name));
+            match found {
+                Ok(node) if node.kind == Kind::Dir => dir = node.path,
                 Ok(_) | Err(Error::NotFound) => return Ok(false),
                 Err(e) => return Err(e),
             }
@@ -235,7 +270,10 @@ impl<M: Mds> Core<M> {
         }
         let (children, _) = self.listing(&node.path).await?;
         let parent = self.parent_ino(&node.path);
-        Ok(self.add_handle(Handle::Dir(DirHandle { ino, parent, path: node.path, children })))
+        let handle = Handle::Dir(DirHandle { ino, parent, path: node.path, children });
+        let fh = self.add_handle(handle);
+        self.listings.lock().unwrap().opened(fh, ino);
+        Ok(fh)
     }
 
     /// Hand entries from `offset` on to `add`, each with the offset of the one after it, until
@@ -277,13 +315,65 @@ impl<M: Mds> Core<M> {
         Ok(())
     }
 
-    pub async fn open(&self, ino: u64, write: bool) -> Result<u64> {
-        let node = self.node(ino)?;
+    /// Open `ino` if that needs no fetch: `None` means [`Core::open`] has to wait.
+    pub fn open_now(&self, ino: u64, write: bool) -> Option<Result<(u64, Caching)>> {
+        let (node, version) = match self.open_target(ino, write) {
+            Ok(target) => target,
+            Err(e) => return Some(Err(e)),
+        };
+        if node.kind == Kind::Value && version.readable {
+            let handle = Handle::File(version.bytes.clone());
+            return Some(Ok((self.add_handle(handle), Caching::KeepCache)));
+        }
+        if !version.readable {
+            return None;
+        }
+        let content = match self.content_now(&node)? {
+            Ok(content) => content,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.open_version(&node, &version, content))
+    }
+
+    pub async fn open(&self, ino: u64, write: bool) -> Result<(u64, Caching)> {
+        if let Some(answer) = self.open_now(ino, write) {
+            return answer;
+        }
+        let (node, version) = self.open_target(ino, write)?;
+        let content = self.content(&node).await?;
+        if !content.version.readable {
+            // Say why the MDS will not answer this key without parameters.
+            return Err(Error::BadRequest { path: node.path });
+        }
+        self.open_version(&node, &version, content)
+    }
+
+    fn open_target(&self, ino: u64, write: bool) -> Result<(Node, Arc<Version>)> {
+        let (node, version) = self.inodes.lock().unwrap().get(ino)?;
         if write {
             return Err(Error::ReadOnly);
         }
-        let bytes = self.content(&node).await?.0;
-        Ok(self.add_handle(Handle::File(bytes)))
+        let version = version.ok_or_else(|| Error::InvalidName("not a file".into()))?;
+        Ok((node, version))
+    }
+
+    /// Open `version` of `node`, whose current content is `content`. Token files render at
+    /// every open; if the token moved on since the lookup, the size the kernel holds is no
+    /// longer what a read would give: ESTALE, and the kernel looks the name up again.
+    fn open_version(
+        &self,
+        node: &Node,
+        version: &Version,
+        content: Content,
+    ) -> Result<(u64, Caching)> {
+        if !version.same(&content.version) {
+            return Err(Error::Stale);
+        }
+        let (bytes, caching) = match node.kind {
+            Kind::Token => (content.version.bytes, Caching::Direct),
+            _ => (version.bytes.clone(), Caching::KeepCache),
+        };
+        Ok((self.add_handle(Handle::File(bytes)), caching))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
@@ -298,10 +388,11 @@ impl<M: Mds> Core<M> {
 
     pub fn release(&self, fh: u64) {
         self.handles.lock().unwrap().remove(&fh);
+        self.listings.lock().unwrap().closed(fh);
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
-        self.inodes.lock().unwrap().get(ino)
+        Ok(self.inodes.lock().unwrap().get(ino)?.0)
     }
 
     fn parent_ino(&self, path: &str) -> u64 {
@@ -316,182 +407,29 @@ impl<M: Mds> Core<M> {
         fh
     }
 
-    /// What `name` in directory `dir` is, and how long the listing that says so stays valid.
-    async fn resolve(&self, dir: &str, name: &str) -> Result<(Node, Duration)> {
-        let path = tree::child_path(dir, name);
-        let (children, validity) = self.listing(dir).await?;
-        // Listings are kept sorted: a lookup in a directory of thousands costs a search, not a scan.
-        let index = children
-            .binary_search_by(|c| c.name.as_str().cmp(name))
-            .map_err(|_| Error::NotFound)?;
-        Ok((Node { path, kind: child_kind(dir, &children[index]) }, validity))
-    }
-
-    async fn describe(&self, ino: u64, node: &Node) -> Result<Entry> {
-        let (kind, size, ttl) = match &node.kind {
-            // A directory's own attributes never change; whether it still exists is the
-            // parent listing's business, which caps the entry TTL in `lookup`.
-            Kind::Dir => (FileType::Directory, 0, self.config.ttl),
-            Kind::Symlink(target) => (FileType::Symlink, target.len() as u64, self.config.ttl),
-            _ => match self.content(node).await {
-                Ok((bytes, ttl)) => (FileType::RegularFile, bytes.len() as u64, ttl),
-                // A listed key the MDS answers only with parameters (`identity` wants an
-                // audience): it exists, so `ls -l` shows it; opening it says why it can't.
-                Err(Error::BadRequest { .. }) => (FileType::RegularFile, 0, Duration::ZERO),
-                Err(e) => return Err(e),
-            },
-        };
-        Ok(Entry { attr: self.attr(ino, node, kind, size), ttl, entry_ttl: ttl })
-    }
-
-    fn attr(&self, ino: u64, node: &Node, kind: FileType, size: u64) -> Attr {
+    /// A file's attributes are its version's; a directory's and a symlink's never change
+    /// (whether they still exist is the parent listing's business, which caps the entry TTL).
+    fn attr(&self, ino: u64, node: &Node, version: Option<&Version>) -> (Attr, Duration) {
         let (perm, gid) = self.config.permissions.mode(&node.path, &node.kind);
-        Attr { ino, kind, size, perm, uid: self.config.permissions.uid, gid }
-    }
-
-    /// A file's bytes and how long they stay valid.
-    async fn content(&self, node: &Node) -> Result<(Bytes, Duration)> {
-        match &node.kind {
-            Kind::Value => {
-                let fetch = || self.fetcher().value(node.path.clone());
-                let entry = self.cache.get(&node.path, fetch).await?;
-                let validity = entry.expiry.remaining(&*self.clock);
-                match entry.value {
-                    Cached::Value(bytes) => Ok((bytes, validity)),
-                    Cached::Failed(err) => Err(err),
-                    _ => Err(Error::NotFound),
-                }
+        let (kind, size, mtime, ttl) = match (&node.kind, version) {
+            (Kind::Dir, _) => (FileType::Directory, 0, self.mounted_at, self.config.ttl),
+            (Kind::Symlink(target), _) => {
+                (FileType::Symlink, target.len() as u64, self.mounted_at, self.config.ttl)
             }
-            Kind::Token => {
-                let token = self.tokens.get(&node.path).await?;
-                Ok((Bytes::from(token.render_json(&self.clock)), Duration::ZERO))
-            }
-            Kind::AccessToken => {
-                let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-                let token = self.tokens.get(&format!("{account_dir}/token")).await?;
-                Ok((Bytes::copy_from_slice(token.access_token().as_bytes()), Duration::ZERO))
-            }
-            Kind::Dir | Kind::Symlink(_) => Err(Error::InvalidName("not a file".into())),
-        }
-    }
-
-    async fn listing(&self, dir: &str) -> Result<(Arc<Vec<Child>>, Duration)> {
-        let key = format!("{dir}/");
-        let key = if dir.is_empty() { String::new() } else { key };
-        let fetch = || {
-            let previous = match self.cache.peek(&key) {
-                Some(Cached::Listing(children)) => Some(children),
-                _ => None,
-            };
-            self.fetcher().listing(key.clone(), previous)
+            (_, Some(v)) => (FileType::RegularFile, v.size(), v.seen, IMMUTABLE_TTL),
+            (_, None) => (FileType::RegularFile, 0, self.mounted_at, Duration::ZERO),
         };
-        let entry = self.cache.get(&key, fetch).await?;
-        match entry.value {
-            Cached::Listing(children) => Ok((children, entry.expiry.remaining(&*self.clock))),
-            Cached::Failed(err) => Err(err),
-            _ => Err(Error::NotFound),
-        }
-    }
-
-    fn fetcher(&self) -> Fetcher<M> {
-        let (ttl, negative_ttl) = (self.config.ttl, self.config.negative_ttl);
-        Fetcher { mds: self.mds.clone(), ttl, negative_ttl }
+        let attr = Attr { ino, kind, size, perm, uid: self.config.permissions.uid, gid, mtime };
+        (attr, ttl)
     }
 }
 
-/// Fetches a value or listing for the cache, owning what it needs, so the cache can also run
-/// it in the background (stale-while-revalidate).
-#[derive(Debug)]
-struct Fetcher<M> {
-    mds: Arc<M>,
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl<M: Mds> Fetcher<M> {
-    async fn value(self, path: String) -> Result<(Cached, Duration)> {
-        match self.mds.get(&path).await {
-            Ok(bytes) => Ok((Cached::Value(bytes), self.ttl)),
-            Err(e) => self.negative(e),
-        }
-    }
-
-    /// A 404 or another permanent failure, cached for `negative_ttl`; a transient one is
-    /// left to the cache's stale-if-error.
-    fn negative(&self, err: Error) -> Result<(Cached, Duration)> {
-        match err {
-            Error::NotFound => Ok((Cached::Missing, self.negative_ttl)),
-            e if e.is_transient() => Err(e),
-            e => Ok((Cached::Failed(e), self.negative_ttl)),
-        }
-    }
-
-    /// The listing at `key`. An unchanged listing keeps its `previous` `Arc`, so directory
-    /// handles opened across refreshes (or on every fetch with `ttl=0`) still share one copy.
-    async fn listing(
-        self,
-        key: String,
-        previous: Option<Arc<Vec<Child>>>,
-    ) -> Result<(Cached, Duration)> {
-        let body = match self.mds.get(&key).await {
-            Ok(body) => body,
-            Err(e) => return self.negative(e),
-        };
-        let Ok(text) = std::str::from_utf8(&body) else {
-            let reason = "directory listing is not UTF-8".into();
-            return self.negative(Error::Misconfigured { path: key, reason });
-        };
-        let mut children = Vec::new();
-        for line in text.lines() {
-            let (name, dir) = match line.strip_suffix('/') {
-                Some(name) => (name, true),
-                None => (line, false),
-            };
-            if tree::listable(name) {
-                children.push(Child { name: name.into(), dir });
-            } else {
-                warn!("{key}: skipping {name:?}, a name no request can reach");
-            }
-        }
-        add_extras(key.trim_end_matches('/'), &mut children);
-        children.sort_by(|a, b| a.name.cmp(&b.name));
-        children.dedup_by(|a, b| a.name == b.name);
-        let listing = match previous {
-            Some(previous) if *previous == children => previous,
-            _ => Arc::new(children),
-        };
-        Ok((Cached::Listing(listing), self.ttl))
-    }
-}
-
-/// What `child` of directory `dir` is, and so how its bytes are made.
-fn child_kind(dir: &str, child: &Child) -> Kind {
-    let account_dir = tree::service_account(dir).is_some();
-    match child.name.as_str() {
-        name if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 => {
-            Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
-        }
-        _ if child.dir => Kind::Dir,
-        "token" if account_dir => Kind::Token,
-        ACCESS_TOKEN if account_dir => Kind::AccessToken,
-        _ => Kind::Value,
-    }
-}
-
-/// The entries this filesystem adds to the MDS's listing of `dir`, once, when it is fetched.
-fn add_extras(dir: &str, children: &mut Vec<Child>) {
-    let has_token = children.iter().any(|c| c.name == "token");
-    let mut add = |name: &str| {
-        if !children.iter().any(|c| c.name == name) {
-            children.push(Child { name: name.into(), dir: false });
-        }
-    };
-    if dir.is_empty() {
-        add(SERVICE_ACCOUNTS_LINK.0);
-    }
-    if tree::service_account(dir).is_some() && has_token {
-        add(ACCESS_TOKEN);
-    }
+/// What `name` in directory `dir`, whose listing is `children`, is.
+fn find(dir: &str, children: &[Child], name: &str) -> Result<Node> {
+    // Listings are kept sorted: a lookup in a directory of thousands costs a search, not a scan.
+    let index =
+        children.binary_search_by(|c| c.name.as_str().cmp(name)).map_err(|_| Error::NotFound)?;
+    Ok(Node { path: tree::child_path(dir, name), kind: child_kind(dir, &children[index]) })
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ fn fixture(mds: FakeMds) -> Fixture {
 
 impl Fixture {
     async fn walk(&self, path: &str) -> Result<Entry> {
-        let mut entry = self.core.getattr(ROOT, None).await?;
+        let mut entry = self.core.getattr(ROOT)?;
         for name in path.split('/').filter(|n| !n.is_empty()) {
             entry = self.core.lookup(entry.attr.ino, OsStr::new(name)).await?;
         }
@@ -55,7 +55,7 @@ impl Fixture {
 
     async fn cat(&self, path: &str) -> Result<Vec<u8>> {
         let entry = self.walk(path).await?;
-        let fh = self.core.open(entry.attr.ino, false).await?;
+        let (fh, _) = self.core.open(entry.attr.ino, false).await?;
         let mut out = Vec::new();
         loop {
             let chunk = self.core.read(fh, out.len() as u64, 3)?;
@@ -137,33 +137,74 @@ async fn warm_reads_cost_no_requests_until_the_ttl_passes() {
 }
 
 #[tokio::test]
-async fn kernel_ttls_never_outlive_the_cache() {
+async fn kernel_names_never_outlive_the_cache_and_inodes_never_change() {
     let f = fixture(tree());
     let entry = f.walk("project/project-id").await.unwrap();
-    assert_eq!(entry.ttl, TTL);
+    assert_eq!(entry.entry_ttl, TTL);
     f.clock.advance(Duration::from_secs(45));
-    let again = f.core.getattr(entry.attr.ino, None).await.unwrap();
-    assert_eq!(again.ttl, Duration::from_secs(15));
+    let again = f.walk("project/project-id").await.unwrap();
+    assert_eq!(again.entry_ttl, Duration::from_secs(15));
+    assert_eq!(again.attr.ino, entry.attr.ino, "same bytes, same inode");
+    assert!(again.ttl >= TTL, "an inode's attributes never change");
     let token = f.walk(TOKEN).await.unwrap();
-    assert_eq!(token.ttl, Duration::ZERO, "token sizes move");
-    assert_eq!(token.entry_ttl, TTL, "its name lives as long as its listing");
+    assert_eq!(token.entry_ttl, TTL, "no longer than its listing");
+    f.clock.advance(Duration::from_secs(3599 - 1000 - 30));
+    let late = f.walk(TOKEN).await.unwrap();
+    assert_eq!(late.entry_ttl, Duration::from_secs(30), "until expires_in loses a digit");
+    f.clock.advance(Duration::from_secs(31));
+    let shorter = f.walk(TOKEN).await.unwrap();
+    assert_ne!(shorter.attr.ino, token.attr.ino, "a shorter rendering is a new inode");
+    assert_eq!(shorter.attr.size, token.attr.size - 1);
+    assert_eq!(f.cat(TOKEN).await.unwrap().len() as u64, shorter.attr.size);
 }
 
 #[tokio::test]
-async fn one_open_sees_one_value() {
+async fn one_open_sees_one_value_and_a_change_is_a_new_inode() {
     let f = fixture(tree());
     let entry = f.walk("project/project-id").await.unwrap();
-    let fh = f.core.open(entry.attr.ino, false).await.unwrap();
+    let (fh, caching) = f.core.open(entry.attr.ino, false).await.unwrap();
+    assert_eq!(caching, Caching::KeepCache);
     assert_eq!(&f.core.read(fh, 0, 2).unwrap()[..], b"my");
     f.clock.advance(TTL);
     f.mds.set("project/project-id", "other-value");
-    let stat = f.core.getattr(entry.attr.ino, None).await.unwrap();
+    let stat = f.walk("project/project-id").await.unwrap();
     assert_eq!(stat.attr.size, 11, "stat by path sees the new value");
-    let fstat = f.core.getattr(entry.attr.ino, Some(fh)).await.unwrap();
-    assert_eq!(fstat.attr.size, 10, "fstat agrees with what this handle reads");
+    assert_ne!(stat.attr.ino, entry.attr.ino);
+    let fstat = f.core.getattr(entry.attr.ino).unwrap();
+    assert_eq!(fstat.attr.size, 10, "fstat on the open file agrees with what it reads");
     assert_eq!(&f.core.read(fh, 2, 100).unwrap()[..], b"-project");
     f.core.release(fh);
     assert_eq!(f.core.read(fh, 0, 1).unwrap_err(), Error::Stale);
+}
+
+#[tokio::test]
+async fn mtime_is_when_the_bytes_were_first_seen() {
+    let f = fixture(tree());
+    let first = f.walk("project/project-id").await.unwrap().attr.mtime;
+    f.clock.advance(TTL);
+    std::thread::sleep(Duration::from_millis(5));
+    let same = f.walk("project/project-id").await.unwrap().attr.mtime;
+    assert_eq!(same, first, "refetched, unchanged");
+    f.clock.advance(TTL);
+    f.mds.set("project/project-id", "my-projecT");
+    let changed = f.walk("project/project-id").await.unwrap().attr.mtime;
+    assert!(changed > first, "a same-size change moves mtime");
+}
+
+#[tokio::test]
+async fn an_open_after_the_token_moved_on_is_stale_and_a_new_lookup_fixes_it() {
+    let f = fixture(tree());
+    let before = f.walk(TOKEN).await.unwrap();
+    let bare = f.walk("instance/service-accounts/default/access_token").await.unwrap();
+    f.clock.advance(Duration::from_secs(3600));
+    f.mds.set(TOKEN, r#"{"access_token":"ya29.fresh","expires_in":3599,"token_type":"Bearer"}"#);
+    assert_eq!(f.core.open(before.attr.ino, false).await.unwrap_err(), Error::Stale);
+    assert_eq!(f.core.open(bare.attr.ino, false).await.unwrap_err(), Error::Stale);
+    let json = f.cat(TOKEN).await.unwrap();
+    assert!(String::from_utf8(json).unwrap().contains("ya29.fresh"));
+    let after = f.walk(TOKEN).await.unwrap();
+    let (_, caching) = f.core.open(after.attr.ino, false).await.unwrap();
+    assert_eq!(caching, Caching::Direct);
 }
 
 #[tokio::test]
@@ -223,7 +264,7 @@ async fn writes_are_refused_and_forgotten_inodes_go_stale() {
     let entry = f.walk("project/project-id").await.unwrap();
     assert_eq!(f.core.open(entry.attr.ino, true).await.unwrap_err(), Error::ReadOnly);
     f.core.forget(entry.attr.ino, 1);
-    assert_eq!(f.core.getattr(entry.attr.ino, None).await.unwrap_err(), Error::Stale);
+    assert_eq!(f.core.getattr(entry.attr.ino).unwrap_err(), Error::Stale);
 }
 
 #[tokio::test]
@@ -234,14 +275,14 @@ async fn a_listed_key_that_needs_parameters_can_be_listed_but_not_read() {
     f.mds.set("instance/service-accounts/default/", listing);
     f.mds.fail(identity, Error::BadRequest { path: identity.into() });
     let entry = f.walk(identity).await.unwrap();
-    assert_eq!((entry.attr.size, entry.ttl), (0, Duration::ZERO));
+    assert_eq!((entry.attr.size, entry.entry_ttl), (0, Duration::ZERO));
     assert_eq!(f.cat(identity).await.unwrap_err().errno(), libc::EINVAL);
 }
 
 #[test]
 fn debug_output_never_carries_values() {
     let handle = Handle::File(Bytes::from_static(b"ya29.secret"));
-    let cached = Cached::Value(Bytes::from_static(b"ya29.secret"));
+    let cached = Cached::Value(Bytes::from_static(b"ya29.secret"), std::time::UNIX_EPOCH);
     assert_eq!(format!("{handle:?} {cached:?}"), "File(11 bytes) Value(11 bytes)");
 }
 
@@ -352,4 +393,24 @@ async fn an_unchanged_listing_keeps_its_copy_across_refreshes() {
     assert!(!Arc::ptr_eq(&first, &changed));
     assert_eq!(changed.len(), 3);
     f.core.release(f.core.opendir(dir).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_directory_is_prefetched_once_per_listing_and_only_while_listed() {
+    let f = fixture(tree());
+    let project = f.walk("project").await.unwrap().attr.ino;
+    assert!(!f.core.should_prefetch(project), "not being listed");
+    let fh = f.core.opendir(project).await.unwrap();
+    assert!(f.core.should_prefetch(project));
+    assert!(!f.core.should_prefetch(project), "once per listing");
+    let core = Arc::new(f.core);
+    core.clone().prefetch(project).await;
+    assert_eq!(f.mds.requests("project/project-id"), 1);
+    core.release(fh);
+    assert!(!core.should_prefetch(project));
+    let again = core.opendir(project).await.unwrap();
+    assert!(core.should_prefetch(project), "a new listing");
+    core.clone().prefetch(project).await;
+    assert_eq!(f.mds.requests("project/project-id"), 1, "fresh values are not fetched again");
+    core.release(again);
 }

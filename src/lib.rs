@@ -7,7 +7,9 @@ pub mod cache;
 pub mod channel;
 pub mod cli;
 pub mod clock;
+mod content;
 pub mod daemon;
+pub mod dump;
 pub mod emulator;
 pub mod error;
 pub mod fs;
@@ -20,6 +22,7 @@ pub mod perms;
 pub mod token;
 pub mod transport;
 pub mod tree;
+pub mod watch;
 
 #[cfg(test)]
 mod testing;

@@ -41,7 +41,21 @@ pub trait Mds: Send + Sync + 'static {
     fn transport_kind(&self) -> Option<Kind> {
         None
     }
+
+    /// One request that may hang up to `wait` (a `wait_for_change` long-poll): no retries,
+    /// the caller paces itself. Returns the body and its `ETag`.
+    fn long_poll(
+        &self,
+        path: &str,
+        wait: Duration,
+    ) -> impl Future<Output = Result<(Bytes, Option<String>)>> + Send {
+        let _ = wait;
+        async move { Ok((self.get(path).await?, None)) }
+    }
 }
+
+/// The largest recursive dump the watcher takes: the whole tree, so more than one value.
+const MAX_DUMP: u64 = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -145,10 +159,10 @@ impl HttpMds {
                 return (Err(Error::Unavailable { path: path.into(), reason }), contact);
             }
         };
-        (self.answer(path, response).await, Contact::Answered)
+        (self.answer(path, response, self.config.max_value).await, Contact::Answered)
     }
 
-    async fn answer(&self, path: &str, response: reqwest::Response) -> Result<Bytes> {
+    async fn answer(&self, path: &str, response: reqwest::Response, limit: u64) -> Result<Bytes> {
         let unavailable = |reason: String| Error::Unavailable { path: path.to_string(), reason };
         let status = response.status();
         debug!("GET {path} -> {}", status.as_u16());
@@ -161,7 +175,7 @@ impl HttpMds {
                 path: path.into(),
                 reason: format!("HTTP {} without Metadata-Flavor: Google", status.as_u16()),
             }),
-            StatusCode::OK => self.read_body(path, response).await,
+            StatusCode::OK => self.read_body(path, response, limit).await,
             StatusCode::NOT_FOUND => Err(Error::NotFound),
             StatusCode::BAD_REQUEST => Err(Error::BadRequest { path: path.into() }),
             StatusCode::FORBIDDEN => Err(Error::Forbidden { path: path.into() }),
@@ -174,8 +188,12 @@ impl HttpMds {
         }
     }
 
-    async fn read_body(&self, path: &str, mut response: reqwest::Response) -> Result<Bytes> {
-        let limit = self.config.max_value;
+    async fn read_body(
+        &self,
+        path: &str,
+        mut response: reqwest::Response,
+        limit: u64,
+    ) -> Result<Bytes> {
         let too_big = |size| Error::TooBig { path: path.into(), size, limit };
         if let Some(len) = response.content_length().filter(|&len| len > limit) {
             return Err(too_big(len));
@@ -202,6 +220,24 @@ impl HttpMds {
 impl Mds for HttpMds {
     fn transport_kind(&self) -> Option<Kind> {
         Some(self.transport.kind())
+    }
+
+    async fn long_poll(&self, path: &str, wait: Duration) -> Result<(Bytes, Option<String>)> {
+        let request = |client: &reqwest::Client, base: &str| client.get(format!("{base}{path}"));
+        let response = match self.transport.send(wait, request).await {
+            Ok(response) => response,
+            Err(SendError::Refused(reason)) => {
+                let reason = format!("TLS handshake failed: {reason}");
+                return Err(Error::Misconfigured { path: path.into(), reason });
+            }
+            Err(SendError::Request(e)) => {
+                let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
+                return Err(Error::Unavailable { path: path.into(), reason });
+            }
+        };
+        let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok());
+        let etag = etag.map(str::to_string);
+        Ok((self.answer(path, response, MAX_DUMP).await?, etag))
     }
 
     async fn get(&self, path: &str) -> Result<Bytes> {

@@ -110,6 +110,13 @@ impl Token {
         self.expiry
     }
 
+    /// Which token this is, as a number that tells tokens apart without carrying one: files
+    /// rendered from a token remember it to notice a refresh.
+    pub fn tag(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(&self.access_token) | 1
+    }
+
     /// Whole seconds left, as the MDS counts them.
     pub fn expires_in(&self, clock: &SharedClock) -> u64 {
         self.expiry.remaining(&**clock).as_secs()
@@ -205,6 +212,13 @@ impl<M: Mds> Tokens<M> {
         };
         turn.finish(&result);
         result
+    }
+
+    /// The cached token if it can be served now, without waiting: what the FUSE thread
+    /// answers from directly.
+    pub fn peek(&self, path: &str) -> Option<Token> {
+        let slot = self.slots.lock().unwrap().get(path).cloned()?;
+        self.usable(&slot)
     }
 
     /// Refresh every token whose refresh time has come. Called about once a second by the
