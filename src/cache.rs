@@ -254,6 +254,14 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         slots.len()
     }
 
+    /// Forget `key`: the next read fetches it. A fetch in flight still answers its waiters.
+    pub fn invalidate(&self, key: &str) {
+        let slot = self.slots.lock().unwrap().pop(key);
+        if let Some(slot) = slot {
+            store(&self.stats, &slot, None);
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.slots.lock().unwrap().len()

@@ -82,13 +82,13 @@ struct Args {
     /// More paths in the secret class, colon-separated globs
     #[arg(long, value_name = "GLOB:GLOB")]
     secret_paths: Option<String>,
-    /// Allow tokens with other scopes (reserved: not supported by this version yet)
+    /// Allow tokens with other scopes: `token?scopes=…` names and writes to `<account>/scopes`
     #[arg(long)]
     scoped_tokens: bool,
-    /// Scopes for every token read, implies --scoped-tokens (reserved: not supported yet)
+    /// Scopes for every token read, implies --scoped-tokens
     #[arg(long, value_name = "S1,S2")]
     token_scopes: Option<String>,
-    /// Allow writes under instance/guest-attributes/ (reserved: not supported yet)
+    /// Allow writes under instance/guest-attributes/
     #[arg(long)]
     guest_attributes: bool,
     /// Cache size bound, in entries [default: 10000]
@@ -176,9 +176,7 @@ where
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
     check_endpoint(&endpoint)?;
     let secret_gid = args.secret_group.as_deref().map(resolve_group).transpose()?;
-    let token_scopes: Option<Vec<String>> = args
-        .token_scopes
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+    let token_scopes = args.token_scopes.as_deref().map(check_token_scopes).transpose()?;
     let scoped_tokens = args.scoped_tokens || token_scopes.is_some();
     let writes = scoped_tokens || args.guest_attributes;
     Ok(Config {
@@ -388,6 +386,13 @@ fn check_endpoint(endpoint: &str) -> Result<(), clap::Error> {
     Ok(())
 }
 
+/// `token_scopes=a,b` as the canonical set (short names expanded, sorted, deduplicated).
+fn check_token_scopes(scopes: &str) -> Result<Vec<String>, clap::Error> {
+    crate::query::canonical_scopes(scopes.split(',')).map_err(|e| {
+        usage_error(ErrorKind::InvalidValue, format!("invalid token_scopes '{scopes}': {e}"))
+    })
+}
+
 fn resolve_group(group: &str) -> Result<u32, clap::Error> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
@@ -456,9 +461,13 @@ mod tests {
     #[test]
     fn token_scopes_keep_their_commas_inside_o() {
         let config = parse_ok(&["/tmp", "-o", "token_scopes=a,b,allow_other,ttl=3"]);
-        assert_eq!(config.token_scopes, Some(vec!["a".to_string(), "b".to_string()]));
+        let expanded = ["https://www.googleapis.com/auth/a", "https://www.googleapis.com/auth/b"];
+        assert_eq!(config.token_scopes, Some(expanded.map(String::from).to_vec()));
         assert!(config.allow_other && config.scoped_tokens);
         assert!(parse_err(&["/tmp", "-o", "ttl=3,b"]).contains("unknown mount option 'b'"));
+        for bad in ["token_scopes=,", "token_scopes=a\tb"] {
+            assert!(parse_err(&["/tmp", "-o", bad]).contains("invalid token_scopes"), "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::cache::Weight;
 use crate::error::{Error, Result};
 use crate::fs::Core;
 use crate::mds::Mds;
+use crate::perms::is_account_scopes;
+use crate::query::{self, unfetched, Form};
 use crate::token::Token;
 use crate::tree::{self, Kind, Node, Version};
 
@@ -115,22 +117,25 @@ pub(crate) fn listing_key(dir: &str) -> String {
     }
 }
 
-/// The token file a token-derived file is rendered from.
-fn token_path(node: &Node) -> String {
-    match node.kind {
-        Kind::AccessToken => {
-            let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-            format!("{account_dir}/token")
-        }
-        _ => node.path.clone(),
-    }
+/// The header-line file we add beside it, for `curl -H @file`.
+const AUTHORIZATION: &str = "authorization";
+
+/// `identity` (a key the MDS answers only with parameters) of an account directory.
+fn needs_parameters(path: &str) -> bool {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    query::needs_parameters(dir, name)
 }
 
 impl<M: Mds> Core<M> {
     /// `dir`'s listing and how long it stays valid, if cached.
     pub(crate) fn listing_now(&self, dir: &str) -> Option<Result<(Arc<Vec<Child>>, Duration)>> {
         let entry = self.cache.get_now(&listing_key(dir))?;
-        Some(listing_of(entry.value, entry.expiry.remaining(&*self.clock)))
+        let listing = listing_of(entry.value, entry.expiry.remaining(&*self.clock));
+        Some(
+            listing.map(|(children, validity)| {
+                (self.writes.with_new_namespaces(dir, children), validity)
+            }),
+        )
     }
 
     /// `dir`'s last fetched listing, fresh or not, without counting a cache hit.
@@ -151,49 +156,40 @@ impl<M: Mds> Core<M> {
             self.fetcher().listing(key.clone(), previous)
         };
         let entry = self.cache.get(&key, fetch).await?;
-        listing_of(entry.value, entry.expiry.remaining(&*self.clock))
+        let (children, validity) = listing_of(entry.value, entry.expiry.remaining(&*self.clock))?;
+        Ok((self.writes.with_new_namespaces(dir, children), validity))
     }
 
     /// A file's current version, if it can be told without waiting.
     pub(crate) fn content_now(&self, node: &Node) -> Option<Result<Content>> {
         match &node.kind {
-            Kind::Value => {
-                let entry = self.cache.get_now(&node.path)?;
-                let validity = entry.expiry.remaining(&*self.clock);
-                Some(value_content(entry.value, validity, self.mounted_at))
+            Kind::Value if needs_parameters(&node.path) => Some(Ok(unfetched(self.mounted_at))),
+            Kind::Value if self.config.scoped_tokens && is_account_scopes(&node.path) => {
+                self.scopes_content_now(&node.path)
             }
-            Kind::Token | Kind::AccessToken => {
-                let token = self.tokens.peek(&token_path(node))?;
+            Kind::Value => self.value_now(&node.path),
+            Kind::Token | Kind::AccessToken | Kind::Authorization => {
+                let token = self.tokens.peek(&self.account_token_path(node))?;
                 Some(Ok(self.token_content(node, &token)))
             }
+            Kind::Query(target) => self.query_content_now(target),
             Kind::Dir | Kind::Symlink(_) => Some(Err(Error::InvalidName("not a file".into()))),
         }
     }
 
     pub(crate) async fn content(&self, node: &Node) -> Result<Content> {
         match &node.kind {
-            Kind::Value => {
-                self.note_read();
-                let fetch = || {
-                    // The same bytes as before keep their mtime.
-                    let previous = match self.cache.peek(&node.path) {
-                        Some(Cached::Value(bytes, seen)) => Some((bytes, seen)),
-                        _ => None,
-                    };
-                    self.fetcher().value(node.path.clone(), previous)
-                };
-                match self.cache.get(&node.path, fetch).await {
-                    Ok(entry) => {
-                        let validity = entry.expiry.remaining(&*self.clock);
-                        value_content(entry.value, validity, self.mounted_at)
-                    }
-                    Err(e) => value_content(Cached::Failed(e), Duration::ZERO, self.mounted_at),
-                }
+            // `identity` alone: listed, size 0, and opening it says why (nothing is sent).
+            Kind::Value if needs_parameters(&node.path) => Ok(unfetched(self.mounted_at)),
+            Kind::Value if self.config.scoped_tokens && is_account_scopes(&node.path) => {
+                self.scopes_content(&node.path).await
             }
-            Kind::Token | Kind::AccessToken => {
-                let token = self.tokens.get(&token_path(node)).await?;
+            Kind::Value => self.value(&node.path).await,
+            Kind::Token | Kind::AccessToken | Kind::Authorization => {
+                let token = self.tokens.get(&self.account_token_path(node)).await?;
                 Ok(self.token_content(node, &token))
             }
+            Kind::Query(target) => self.query_content(target).await,
             Kind::Dir | Kind::Symlink(_) => Err(Error::InvalidName("not a file".into())),
         }
     }
@@ -240,18 +236,66 @@ impl<M: Mds> Core<M> {
     /// holds until `expires_in` loses a digit, which bounds how long the version is current.
     /// `access_token` is the bare token, fixed until the token changes.
     fn token_content(&self, node: &Node, token: &Token) -> Content {
+        let name = node.path.rsplit('/').next().unwrap_or_default();
+        self.token_version(Form::of(name).unwrap_or(Form::Json), token)
+    }
+
+    /// A token as the file `form` shows it. `authorization` is fixed like `access_token`.
+    pub(crate) fn token_version(&self, form: Form, token: &Token) -> Content {
         let left = token.expiry().remaining(&*self.clock);
-        let (bytes, validity, rendered) = if node.kind == Kind::Token {
+        let (bytes, validity, rendered) = if form == Form::Json {
             let secs = left.as_secs();
             let floor = if secs < 10 { 0 } else { 10u64.pow(secs.ilog10()) };
             let json = Bytes::from(token.render_json(&self.clock));
             (json, left.saturating_sub(Duration::from_secs(floor)), true)
         } else {
-            (Bytes::copy_from_slice(token.access_token().as_bytes()), left, false)
+            (query::render(token, form, &self.clock), left, false)
         };
         let seen = SystemTime::now();
         let version = Version { bytes, seen, tag: token.tag(), readable: true, rendered };
         Content { version, validity }
+    }
+
+    /// The current version of the MDS value at `path` (which may carry a query), if cached.
+    pub(crate) fn value_now(&self, path: &str) -> Option<Result<Content>> {
+        let entry = self.cache.get_now(path)?;
+        let validity = self.validity(path, &entry.expiry);
+        Some(value_content(entry.value, validity, self.mounted_at))
+    }
+
+    /// The current version of the MDS value at `path` (which may carry a query).
+    pub(crate) async fn value(&self, path: &str) -> Result<Content> {
+        self.note_read();
+        let fetch = || {
+            // The same bytes as before keep their mtime.
+            let previous = match self.cache.peek(path) {
+                Some(Cached::Value(bytes, seen)) => Some((bytes, seen)),
+                _ => None,
+            };
+            self.fetcher().value(path.to_string(), previous)
+        };
+        match self.cache.get(path, fetch).await {
+            Ok(entry) => {
+                let validity = self.validity(path, &entry.expiry);
+                value_content(entry.value, validity, self.mounted_at)
+            }
+            Err(e) => value_content(Cached::Failed(e), Duration::ZERO, self.mounted_at),
+        }
+    }
+
+    /// The token file of `node`'s account, narrowed to the scopes in effect (write.rs).
+    fn account_token_path(&self, node: &Node) -> String {
+        let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        self.token_path(account_dir)
+    }
+
+    /// How long `path`'s cached value stays its current version. Files this mount writes
+    /// (guest attributes) are looked up again at every open, so a write shows at once.
+    fn validity(&self, path: &str, expiry: &crate::clock::Expiry) -> Duration {
+        if self.config.guest_attributes && path.starts_with("instance/guest-attributes/") {
+            return Duration::ZERO;
+        }
+        expiry.remaining(&*self.clock)
     }
 
     fn fetcher(&self) -> Fetcher<M> {
@@ -342,7 +386,11 @@ fn listing_of(cached: Cached, validity: Duration) -> Result<(Arc<Vec<Child>>, Du
     }
 }
 
-fn value_content(cached: Cached, validity: Duration, mounted_at: SystemTime) -> Result<Content> {
+pub(crate) fn value_content(
+    cached: Cached,
+    validity: Duration,
+    mounted_at: SystemTime,
+) -> Result<Content> {
     match cached {
         // A listed key the MDS answers only with parameters (`identity` wants an audience): it
         // exists, so `ls -l` shows it; opening it says why it can't.
@@ -375,6 +423,7 @@ pub(crate) fn child_kind(dir: &str, child: &Child) -> Kind {
         _ if child.dir => Kind::Dir,
         "token" if account_dir => Kind::Token,
         ACCESS_TOKEN if account_dir => Kind::AccessToken,
+        AUTHORIZATION if account_dir => Kind::Authorization,
         _ => Kind::Value,
     }
 }
@@ -392,5 +441,6 @@ fn add_extras(dir: &str, children: &mut Vec<Child>) {
     }
     if tree::service_account(dir).is_some() && has_token {
         add(ACCESS_TOKEN);
+        add(AUTHORIZATION);
     }
 }

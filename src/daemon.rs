@@ -159,7 +159,6 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     let mds = Arc::new(HttpMds::new(http)?);
     let endpoint = mds.endpoint().to_string();
     runtime.spawn(mds.transport().clone().watch());
-    warn_unimplemented(config);
     let transport = mds.transport().clone();
     let core = Arc::new(Core::new(mds, fs_config(config), Arc::new(SystemClock::default())));
     runtime.spawn(refresh_tokens(core.clone()));
@@ -299,7 +298,12 @@ fn fs_config(config: &Config) -> FsConfig {
             gid,
             secret_gid: config.secret_gid,
             secret_paths: secret_globs(config),
+            scopes_writable: config.scoped_tokens,
+            guest_writable: config.guest_attributes,
         },
+        scoped_tokens: config.scoped_tokens,
+        token_scopes: config.token_scopes.clone(),
+        guest_attributes: config.guest_attributes,
     }
 }
 
@@ -327,17 +331,6 @@ fn fuser_config(config: &Config) -> fuser::Config {
         fuser::SessionACL::Owner
     };
     fuser_config
-}
-
-fn warn_unimplemented(config: &Config) {
-    for (set, name) in [
-        (config.scoped_tokens, "scoped_tokens/token_scopes"),
-        (config.guest_attributes, "guest_attributes"),
-    ] {
-        if set {
-            warn!("option {name} is not supported by this version yet; ignored");
-        }
-    }
 }
 
 fn secret_globs(config: &Config) -> Vec<String> {

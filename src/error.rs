@@ -20,6 +20,12 @@ pub enum Error {
     /// The MDS refused access (HTTP 403), e.g. a disabled endpoint.
     #[error("{path}: the metadata server denied access (HTTP 403)")]
     Forbidden { path: String },
+    /// Refused by this mount's options or owner, before anything is sent (EACCES).
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+    /// `rmdir` of a guest-attribute namespace that still has keys.
+    #[error("directory not empty")]
+    NotEmpty,
     /// A write, or another operation this filesystem never allows.
     #[error("read-only file system")]
     ReadOnly,
@@ -49,8 +55,9 @@ impl Error {
         match self {
             Error::NotFound => libc::ENOENT,
             Error::InvalidName(_) | Error::BadRequest { .. } => libc::EINVAL,
-            Error::Forbidden { .. } => libc::EACCES,
+            Error::Forbidden { .. } | Error::NotPermitted(_) => libc::EACCES,
             Error::ReadOnly => libc::EROFS,
+            Error::NotEmpty => libc::ENOTEMPTY,
             Error::TooBig { .. } => libc::EFBIG,
             Error::Unavailable { .. }
             | Error::Misconfigured { .. }
@@ -62,9 +69,12 @@ impl Error {
     /// How loudly to log it: expected outcomes at debug, outages at warn, a wrong endpoint at error.
     pub fn level(&self) -> Level {
         match self {
-            Error::NotFound | Error::InvalidName(_) | Error::ReadOnly | Error::Stale => {
-                Level::Debug
-            }
+            Error::NotFound
+            | Error::InvalidName(_)
+            | Error::NotPermitted(_)
+            | Error::NotEmpty
+            | Error::ReadOnly
+            | Error::Stale => Level::Debug,
             Error::BadRequest { .. } | Error::Forbidden { .. } | Error::TooBig { .. } => {
                 Level::Info
             }

@@ -30,9 +30,11 @@ use crate::content::{child_kind, Cached, Child, Content, Listings};
 use crate::error::{Error, Result};
 use crate::mds::Mds;
 use crate::perms::Permissions;
+use crate::query::{self, Target, Waits};
 use crate::token::Tokens;
 use crate::tree::{self, Inodes, Kind, Node, Version};
 use crate::watch::WatchStatus;
+use crate::write::Writes;
 
 /// How long the kernel may keep a file inode's attributes: they never change (tree.rs).
 const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -45,6 +47,12 @@ pub struct FsConfig {
     pub refresh_margin: Duration,
     pub max_entries: usize,
     pub permissions: Permissions,
+    /// `scoped_tokens`: query names with `scopes=` and writes to `<account>/scopes`.
+    pub scoped_tokens: bool,
+    /// `token_scopes`, canonical: the scopes of every account's `token` until one is written.
+    pub token_scopes: Option<Vec<String>>,
+    /// `guest_attributes`: writes under `instance/guest-attributes/`.
+    pub guest_attributes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,14 +100,16 @@ pub enum Caching {
     Direct,
 }
 
-enum Handle {
+pub(crate) enum Handle {
     File(Bytes),
     Dir(DirHandle),
+    /// A file open for writing: its bytes go through when it is closed (write.rs).
+    Write(Box<crate::write::Pending>),
 }
 
 /// An open directory: the listing it was opened on, shared with the cache.
 #[derive(Clone)]
-struct DirHandle {
+pub(crate) struct DirHandle {
     ino: u64,
     parent: u64,
     path: String,
@@ -111,6 +121,7 @@ impl std::fmt::Debug for Handle {
         match self {
             Handle::File(bytes) => write!(f, "File({} bytes)", bytes.len()),
             Handle::Dir(dir) => write!(f, "Dir({} entries)", dir.children.len()),
+            Handle::Write(pending) => write!(f, "Write({pending:?})"),
         }
     }
 }
@@ -123,8 +134,10 @@ pub struct Core<M> {
     pub(crate) cache: Cache<Cached>,
     pub(crate) tokens: Arc<Tokens<M>>,
     pub(crate) inodes: Mutex<Inodes>,
-    handles: Mutex<HashMap<u64, Handle>>,
+    pub(crate) handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
+    pub(crate) writes: Writes,
+    pub(crate) waits: Waits,
     pub(crate) mounted_at: SystemTime,
     /// Set once anything was fetched: the watcher starts then (watch.rs).
     pub(crate) read_anything: AtomicBool,
@@ -149,6 +162,8 @@ impl<M: Mds> Core<M> {
             inodes: Mutex::new(Inodes::default()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            writes: Writes::default(),
+            waits: Waits::default(),
             mounted_at: SystemTime::now(),
             read_anything: AtomicBool::new(false),
             first_read: tokio::sync::Notify::new(),
@@ -165,6 +180,12 @@ impl<M: Mds> Core<M> {
     /// The entry for `name` if everything it needs is cached: `None` means [`Core::lookup`]
     /// has to fetch.
     pub fn lookup_now(&self, parent: u64, name: &std::ffi::OsStr) -> Option<Result<Entry>> {
+        // Query names are looked up by the async path (query.rs); a bad one fails here.
+        match name.to_str().map(query::parse) {
+            Some(Err(e)) => return Some(Err(e)),
+            Some(Ok(Some(_))) => return None,
+            _ => {}
+        }
         let (dir, name) = match self.lookup_target(parent, name) {
             Ok(target) => target,
             Err(e) => return Some(Err(e)),
@@ -191,6 +212,9 @@ impl<M: Mds> Core<M> {
         if let Some(answer) = self.lookup_now(parent, name) {
             return answer;
         }
+        if let Some(query) = name.to_str().map(query::parse).transpose()?.flatten() {
+            return self.lookup_query(parent, name.to_str().unwrap_or_default(), query).await;
+        }
         let (dir, name) = self.lookup_target(parent, name)?;
         let (children, listing_validity) = self.listing(&dir).await?;
         let node = find(&dir, &children, name)?;
@@ -216,7 +240,12 @@ impl<M: Mds> Core<M> {
 
     /// Hand the kernel one more reference to `node` at its current version. The name lives as
     /// long as both the listing that shows it and the version it points to stay current.
-    fn enter(&self, node: Node, content: Option<Content>, listing_validity: Duration) -> Entry {
+    pub(crate) fn enter(
+        &self,
+        node: Node,
+        content: Option<Content>,
+        listing_validity: Duration,
+    ) -> Entry {
         let (version, entry_ttl) = match content {
             Some(c) => (Some(Arc::new(c.version)), listing_validity.min(c.validity)),
             None => (None, listing_validity),
@@ -340,6 +369,12 @@ impl<M: Mds> Core<M> {
             return answer;
         }
         let (node, version) = self.open_target(ino, write)?;
+        if let Kind::Query(target) = &node.kind {
+            if let Target::Wait { .. } = **target {
+                let bytes = self.wait_content(target).await?;
+                return Ok((self.add_handle(Handle::File(bytes)), Caching::Direct));
+            }
+        }
         let content = self.content(&node).await?;
         if !content.version.readable {
             // Say why the MDS will not answer this key without parameters.
@@ -369,17 +404,20 @@ impl<M: Mds> Core<M> {
         if !version.same(&content.version) {
             return Err(Error::Stale);
         }
-        let (bytes, caching) = match node.kind {
-            Kind::Token => (content.version.bytes, Caching::Direct),
-            _ => (version.bytes.clone(), Caching::KeepCache),
+        let (bytes, caching) = match content.version.rendered {
+            true => (content.version.bytes, Caching::Direct),
+            false => (version.bytes.clone(), Caching::KeepCache),
         };
+        let _ = node;
         Ok((self.add_handle(Handle::File(bytes)), caching))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         let handles = self.handles.lock().unwrap();
-        let Some(Handle::File(bytes)) = handles.get(&fh) else {
-            return Err(Error::Stale);
+        let bytes = match handles.get(&fh) {
+            Some(Handle::File(bytes)) => bytes.clone(),
+            Some(Handle::Write(pending)) => Bytes::copy_from_slice(pending.bytes()),
+            _ => return Err(Error::Stale),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
         let end = start.saturating_add(size as usize).min(bytes.len());
@@ -391,7 +429,7 @@ impl<M: Mds> Core<M> {
         self.listings.lock().unwrap().closed(fh);
     }
 
-    fn node(&self, ino: u64) -> Result<Node> {
+    pub(crate) fn node(&self, ino: u64) -> Result<Node> {
         Ok(self.inodes.lock().unwrap().get(ino)?.0)
     }
 
@@ -401,7 +439,7 @@ impl<M: Mds> Core<M> {
         held.unwrap_or_else(|| tree::stable_ino(parent))
     }
 
-    fn add_handle(&self, handle: Handle) -> u64 {
+    pub(crate) fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap().insert(fh, handle);
         fh
@@ -409,7 +447,12 @@ impl<M: Mds> Core<M> {
 
     /// A file's attributes are its version's; a directory's and a symlink's never change
     /// (whether they still exist is the parent listing's business, which caps the entry TTL).
-    fn attr(&self, ino: u64, node: &Node, version: Option<&Version>) -> (Attr, Duration) {
+    pub(crate) fn attr(
+        &self,
+        ino: u64,
+        node: &Node,
+        version: Option<&Version>,
+    ) -> (Attr, Duration) {
         let (perm, gid) = self.config.permissions.mode(&node.path, &node.kind);
         let (kind, size, mtime, ttl) = match (&node.kind, version) {
             (Kind::Dir, _) => (FileType::Directory, 0, self.mounted_at, self.config.ttl),
@@ -425,10 +468,14 @@ impl<M: Mds> Core<M> {
 }
 
 /// What `name` in directory `dir`, whose listing is `children`, is.
-fn find(dir: &str, children: &[Child], name: &str) -> Result<Node> {
+pub(crate) fn find(dir: &str, children: &[Child], name: &str) -> Result<Node> {
     // Listings are kept sorted: a lookup in a directory of thousands costs a search, not a scan.
-    let index =
-        children.binary_search_by(|c| c.name.as_str().cmp(name)).map_err(|_| Error::NotFound)?;
+    let index = children.binary_search_by(|c| c.name.as_str().cmp(name)).map_err(|_| {
+        match query::needs_parameters(dir, name) {
+            true => Error::InvalidName(format!("{name} needs parameters: {name}?audience=…")),
+            false => Error::NotFound,
+        }
+    })?;
     Ok(Node { path: tree::child_path(dir, name), kind: child_kind(dir, &children[index]) })
 }
 

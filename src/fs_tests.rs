@@ -39,6 +39,9 @@ fn fixture(mds: FakeMds) -> Fixture {
         refresh_margin: Duration::from_secs(240),
         max_entries: 100,
         permissions: Permissions { uid: 1, gid: 2, ..Default::default() },
+        scoped_tokens: false,
+        token_scopes: None,
+        guest_attributes: false,
     };
     let core = Core::new(mds.clone(), config, clock.clone());
     Fixture { clock, mds, core }
@@ -93,7 +96,7 @@ async fn values_and_listings_mirror_the_mds() {
         "the root adds the service-accounts symlink"
     );
     let account = f.ls("instance/service-accounts/default").await.unwrap();
-    assert_eq!(account, [".", "..", "access_token", "email", "token"]);
+    assert_eq!(account, [".", "..", "access_token", "authorization", "email", "token"]);
     assert_eq!(f.walk("instance").await.unwrap().attr.kind, FileType::Directory);
     let link = f.walk("service-accounts").await.unwrap();
     assert_eq!(link.attr.kind, FileType::Symlink);
@@ -273,10 +276,11 @@ async fn a_listed_key_that_needs_parameters_can_be_listed_but_not_read() {
     let identity = "instance/service-accounts/default/identity";
     let listing = "aliases\nemail\nidentity\nscopes\ntoken\n";
     f.mds.set("instance/service-accounts/default/", listing);
-    f.mds.fail(identity, Error::BadRequest { path: identity.into() });
     let entry = f.walk(identity).await.unwrap();
+    let before = f.mds.requests(identity);
     assert_eq!((entry.attr.size, entry.entry_ttl), (0, Duration::ZERO));
     assert_eq!(f.cat(identity).await.unwrap_err().errno(), libc::EINVAL);
+    assert_eq!((before, f.mds.requests(identity)), (0, 0), "nothing sent without an audience");
 }
 
 #[test]

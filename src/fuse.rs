@@ -13,8 +13,12 @@
 //! shared, so there token opens use the page cache, dropped at every open, instead: `mmap`
 //! works on every file either way.
 //!
-//! Every write-side operation is refused on purpose with EROFS: this filesystem mirrors the
-//! MDS, and the writes it will take (guest attributes, scopes) go through the core.
+//! The write side: `open` for writing, `write`, `flush`, `setattr` (truncate), `create`, `mkdir`,
+//! `unlink` and `rmdir` go to the core's write-through (write.rs), which takes only what the
+//! mount's options allow (scopes, guest attributes) and refuses the rest with EROFS. They run as
+//! tasks: a write waits for the MDS (and a guest attribute for its turn). Write opens are
+//! direct I/O without `FOPEN_NOFLUSH`: `close()` is where a guest attribute is sent. Everything
+//! else that would change the tree (mknod, symlink, rename, link) is refused with EROFS.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -154,6 +158,8 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         // kernel refuses to map them (ENODEV).
         self.direct_mmap =
             config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
+        // `O_TRUNC` arrives with `open`, so `echo x > file` is one open, not open + truncate.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Many readers may wait on the MDS at once; let the kernel have them all in flight.
         let _ = config.set_max_background(256);
         let _ = config.set_congestion_threshold(192);
@@ -202,9 +208,20 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.served.add("open");
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if write {
+            let truncate = flags.0 & libc::O_TRUNC != 0;
+            let (core, uid) = (self.core.clone(), req.uid());
+            self.runtime.spawn(async move {
+                match core.open_write(ino.0, uid, truncate).await {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                    Err(e) => reply.error(errno("open", &e)),
+                }
+            });
+            return;
+        }
         if let Some(answer) = self.core.open_now(ino.0, write) {
             return reply_open(reply, answer, self.direct_mmap);
         }
@@ -232,16 +249,47 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         }
     }
 
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        let (core, data) = (self.core.clone(), data.to_vec());
+        self.runtime.spawn(async move {
+            match core.write(fh.0, offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(errno("write", &e)),
+            }
+        });
+    }
+
+    /// `close()`: what was written goes through now, and its error is the close's.
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.served.add("flush");
-        reply.ok();
+        if !self.core.flush_sends(fh.0) {
+            reply.ok();
+            return;
+        }
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            match core.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("close", &e)),
+            }
+        });
     }
 
     fn release(
@@ -254,8 +302,15 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.served.add("release");
-        self.core.release(fh.0);
+        if self.core.has_unsent(fh.0) {
+            let core = self.core.clone();
+            self.runtime.spawn(async move {
+                core.send_unsent(fh.0).await;
+                core.release(fh.0);
+            });
+        } else {
+            self.core.release(fh.0);
+        }
         reply.ok();
     }
 
@@ -343,27 +398,38 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         reply.error(Errno::from_i32(libc::EROFS));
     }
 
-    // Everything that would change the tree is refused: the MDS is read-mostly and its writable
-    // parts are reached through `write`/`unlink`/`mkdir` handlers added with write-through.
+    /// A truncate of a writable file; modes, owners and times are the mirror's (unchanged,
+    /// and not an error on a writable file, so `touch` works).
     fn setattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::from_i32(libc::EROFS));
+        let (core, uid) = (self.core.clone(), req.uid());
+        let fh = fh.map(|fh| fh.0);
+        self.runtime.spawn(async move {
+            let result = match size {
+                Some(size) => core.truncate(ino.0, fh, size, uid).await,
+                None => core.touch(ino.0, fh, uid).await,
+            };
+            match result {
+                Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),
+                Err(e) => reply.error(errno("truncate", &e)),
+            }
+        });
     }
 
     fn mknod(
@@ -381,22 +447,43 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::from_i32(libc::EROFS));
+        let (core, name, uid) = (self.core.clone(), name.to_owned(), req.uid());
+        self.runtime.spawn(async move {
+            match core.mkdir(parent.0, &name, uid).await {
+                Ok(e) => {
+                    let attr = file_attr(&e.attr);
+                    reply.entry_with_ttls(&e.ttl, &e.entry_ttl, &attr, Generation(0))
+                }
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
+        });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::EROFS));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (core, name, uid) = (self.core.clone(), name.to_owned(), req.uid());
+        self.runtime.spawn(async move {
+            match core.unlink(parent.0, &name, uid).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("unlink", &e)),
+            }
+        });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::EROFS));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (core, name) = (self.core.clone(), name.to_owned());
+        self.runtime.spawn(async move {
+            match core.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rmdir", &e)),
+            }
+        });
     }
 
     fn symlink(
@@ -436,14 +523,24 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
 
     fn create(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        reply.error(Errno::from_i32(libc::EROFS));
+        let (core, name, uid) = (self.core.clone(), name.to_owned(), req.uid());
+        self.runtime.spawn(async move {
+            match core.create(parent.0, &name, uid).await {
+                Ok((e, fh)) => {
+                    let attr = file_attr(&e.attr);
+                    let flags = FopenFlags::FOPEN_DIRECT_IO;
+                    reply.created(&e.ttl, &attr, Generation(0), FileHandle(fh), flags)
+                }
+                Err(e) => reply.error(errno("create", &e)),
+            }
+        });
     }
 }

@@ -19,10 +19,12 @@ pub mod mds;
 pub mod mounts;
 pub mod mtls;
 pub mod perms;
+pub mod query;
 pub mod token;
 pub mod transport;
 pub mod tree;
 pub mod watch;
+pub mod write;
 
 #[cfg(test)]
 mod testing;

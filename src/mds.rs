@@ -52,6 +52,25 @@ pub trait Mds: Send + Sync + 'static {
         let _ = wait;
         async move { Ok((self.get(path).await?, None)) }
     }
+
+    /// A waiting GET (`wait_for_change`): like `get`, but it may take up to `limit` plus the
+    /// usual `timeout`, and running that long says nothing about the MDS being down.
+    fn wait(&self, path: &str, limit: Duration) -> impl Future<Output = Result<Bytes>> + Send {
+        let _ = limit;
+        self.get(path)
+    }
+
+    /// PUT `body` to the path (guest attributes). A server that takes no writes: EROFS.
+    fn put(&self, path: &str, body: Bytes) -> impl Future<Output = Result<()>> + Send {
+        let _ = (path, body);
+        async { Err(Error::ReadOnly) }
+    }
+
+    /// DELETE the path (guest attributes). A server that takes no writes: EROFS.
+    fn delete(&self, path: &str) -> impl Future<Output = Result<()>> + Send {
+        let _ = path;
+        async { Err(Error::ReadOnly) }
+    }
 }
 
 /// The largest recursive dump the watcher takes: the whole tree, so more than one value.
@@ -139,8 +158,15 @@ impl HttpMds {
     }
 
     /// One request, and how far it got.
-    async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, Contact) {
-        let request = |client: &reqwest::Client, base: &str| client.get(format!("{base}{path}"));
+    async fn attempt(&self, call: &Call<'_>, budget: Duration) -> (Result<Bytes>, Contact) {
+        let path = call.path;
+        let request = |client: &reqwest::Client, base: &str| {
+            let request = client.request(call.method.clone(), format!("{base}{path}"));
+            match &call.body {
+                Some(body) => request.body(body.clone()),
+                None => request,
+            }
+        };
         let response = match self.transport.send(budget, request).await {
             Ok(response) => response,
             // The server is not the one root.crt vouches for, or it refuses our certificate:
@@ -159,13 +185,13 @@ impl HttpMds {
                 return (Err(Error::Unavailable { path: path.into(), reason }), contact);
             }
         };
+        debug!("{} {path} -> {}", call.method, response.status().as_u16());
         (self.answer(path, response, self.config.max_value).await, Contact::Answered)
     }
 
     async fn answer(&self, path: &str, response: reqwest::Response, limit: u64) -> Result<Bytes> {
         let unavailable = |reason: String| Error::Unavailable { path: path.to_string(), reason };
         let status = response.status();
-        debug!("GET {path} -> {}", status.as_u16());
         let flavored =
             response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google");
         match status {
@@ -217,6 +243,17 @@ impl HttpMds {
     }
 }
 
+/// One logical request: retried as a whole within `timeout`.
+#[derive(Debug)]
+struct Call<'a> {
+    method: reqwest::Method,
+    path: &'a str,
+    body: Option<Bytes>,
+    timeout: Duration,
+    /// A waiting read: running out of time is its nature, not an outage.
+    waiting: bool,
+}
+
 impl Mds for HttpMds {
     fn transport_kind(&self) -> Option<Kind> {
         Some(self.transport.kind())
@@ -241,10 +278,37 @@ impl Mds for HttpMds {
     }
 
     async fn get(&self, path: &str) -> Result<Bytes> {
+        let timeout = self.config.timeout;
+        self.send(Call { method: reqwest::Method::GET, path, body: None, timeout, waiting: false })
+            .await
+    }
+
+    async fn wait(&self, path: &str, limit: Duration) -> Result<Bytes> {
+        let timeout = limit.saturating_add(self.config.timeout);
+        self.send(Call { method: reqwest::Method::GET, path, body: None, timeout, waiting: true })
+            .await
+    }
+
+    async fn put(&self, path: &str, body: Bytes) -> Result<()> {
+        let (method, timeout) = (reqwest::Method::PUT, self.config.timeout);
+        self.send(Call { method, path, body: Some(body), timeout, waiting: false }).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        let (method, timeout) = (reqwest::Method::DELETE, self.config.timeout);
+        self.send(Call { method, path, body: None, timeout, waiting: false }).await?;
+        Ok(())
+    }
+}
+
+impl HttpMds {
+    async fn send(&self, call: Call<'_>) -> Result<Bytes> {
+        let path = call.path;
         if let Some(reason) = self.outage.lock().unwrap().current() {
             return Err(Error::Unavailable { path: path.into(), reason });
         }
-        let deadline = Instant::now() + self.config.timeout;
+        let deadline = Instant::now() + call.timeout;
         let mut backoff = FIRST_BACKOFF;
         let once = self.strained.lock().unwrap().is_some_and(|until| Instant::now() < until);
         // Unreachable: some attempt could not connect and none got an answer. (The last
@@ -252,7 +316,7 @@ impl Mds for HttpMds {
         let (mut no_connection, mut answered) = (false, false);
         loop {
             let budget = deadline.saturating_duration_since(Instant::now());
-            let err = match self.attempt(path, budget).await {
+            let err = match self.attempt(&call, budget).await {
                 (Ok(body), _) => {
                     self.outage.lock().unwrap().end();
                     *self.strained.lock().unwrap() = None;
@@ -270,6 +334,9 @@ impl Mds for HttpMds {
             };
             let pause = jitter(backoff);
             if once || Instant::now() + pause >= deadline {
+                if call.waiting {
+                    return Err(err);
+                }
                 *self.strained.lock().unwrap() = Some(Instant::now() + STRAIN);
                 let unreachable = no_connection && !answered;
                 if let (true, Error::Unavailable { reason, .. }) = (unreachable, &err) {

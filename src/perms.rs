@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::query::Target;
 use crate::tree::Kind;
 
 /// The root symlink users reach service accounts through (see `fs`).
@@ -21,25 +22,39 @@ pub struct Permissions {
     pub secret_gid: Option<u32>,
     /// `secret_paths`: more globs in the secret class, as [`normalize_glob`] gives them.
     pub secret_paths: Vec<String>,
+    /// `scoped_tokens`: each account's `scopes` is writable by the owner (0644).
+    pub scopes_writable: bool,
+    /// `guest_attributes`: `instance/guest-attributes/` is writable by the owner.
+    pub guest_writable: bool,
 }
+
+/// The directories whose recursive dump carries secret attributes.
+const ATTRIBUTE_DIRS: &[&str] = &["instance/attributes", "project/attributes"];
 
 impl Permissions {
     /// Mode bits and group for `path` of `kind`.
     pub fn mode(&self, path: &str, kind: &Kind) -> (u16, u32) {
+        let guest = self.guest_writable
+            && (path == GUEST_ATTRIBUTES || path.starts_with("instance/guest-attributes/"));
         match kind {
+            Kind::Dir if guest => (0o755, self.gid),
             Kind::Dir => (0o555, self.gid),
             Kind::Symlink(_) => (0o777, self.gid),
             _ if self.is_secret(path, kind) => match self.secret_gid {
                 Some(gid) => (0o440, gid),
                 None => (0o400, self.gid),
             },
+            Kind::Value if guest => (0o644, self.gid),
+            Kind::Value if self.scopes_writable && is_account_scopes(path) => (0o644, self.gid),
             _ => (0o444, self.gid),
         }
     }
 
     pub fn is_secret(&self, path: &str, kind: &Kind) -> bool {
-        if matches!(kind, Kind::Token | Kind::AccessToken) {
-            return true;
+        match kind {
+            Kind::Token | Kind::AccessToken | Kind::Authorization => return true,
+            Kind::Query(target) => return self.is_secret_query(path, target),
+            _ => {}
         }
         let secret_attribute = path.rsplit_once("/attributes/").is_some_and(|(_, key)| {
             SECRET_ATTRIBUTES.contains(&key)
@@ -83,6 +98,33 @@ pub fn literal_dirs(glob: &str) -> Option<&str> {
     Some(&glob[..end])
 }
 
+impl Permissions {
+    /// Token and identity query names are secrets; so is any query of a secret value, and any
+    /// dump of a directory that holds secret attributes (`/meta/?recursive=true` has them all).
+    fn is_secret_query(&self, path: &str, target: &Target) -> bool {
+        if matches!(target, Target::Scoped { .. } | Target::Identity { .. }) {
+            return true;
+        }
+        let base = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+        let under = |secret: &str| {
+            base.is_empty() || secret == base || secret.starts_with(&format!("{base}/"))
+        };
+        self.is_secret(base, &Kind::Value)
+            || ATTRIBUTE_DIRS.iter().any(|dir| under(dir))
+            || self.secret_paths.iter().any(|glob| {
+                let glob = glob.trim_start_matches('/');
+                glob.starts_with('*') || under(glob)
+            })
+    }
+}
+
+const GUEST_ATTRIBUTES: &str = "instance/guest-attributes";
+
+/// `instance/service-accounts/ACCOUNT/scopes`.
+pub fn is_account_scopes(path: &str) -> bool {
+    path.strip_suffix("/scopes").and_then(crate::tree::service_account).is_some()
+}
+
 /// `*` matches within one path component, `**` across components, `?` one character.
 pub fn glob_match(glob: &str, path: &str) -> bool {
     fn go(g: &[u8], p: &[u8]) -> bool {
@@ -111,6 +153,7 @@ mod tests {
             gid: 0,
             secret_gid: None,
             secret_paths: vec!["/project/attributes/db-*".into()],
+            ..Default::default()
         };
         let token = "instance/service-accounts/default/token";
         assert_eq!(perms.mode(token, &Kind::Token), (0o400, 0));
@@ -154,6 +197,30 @@ mod tests {
         assert_eq!(literal_dirs("nosuch/dir/x"), Some("nosuch/dir"));
         assert_eq!(literal_dirs("**/secret"), None);
         assert_eq!(literal_dirs("project-id"), None);
+    }
+
+    #[test]
+    fn query_names_of_tokens_secrets_and_dumps_holding_them_are_secret() {
+        let perms =
+            Permissions { scopes_writable: true, guest_writable: true, ..Default::default() };
+        let plain = |path: &str| Kind::Query(Box::new(Target::Plain { path: path.into() }));
+        let identity = Kind::Query(Box::new(Target::Identity { path: "x".into() }));
+        assert_eq!(
+            perms.mode("instance/service-accounts/default/identity?audience=a", &identity).0,
+            0o400
+        );
+        assert_eq!(perms.mode("?recursive=true", &plain("")).0, 0o400);
+        assert_eq!(perms.mode("instance/attributes?recursive=true", &plain("")).0, 0o400);
+        assert_eq!(perms.mode("instance/attributes/startup-script?alt=json", &plain("")).0, 0o400);
+        assert_eq!(perms.mode("instance/zone?alt=json", &plain("")).0, 0o444);
+        assert_eq!(perms.mode("instance/disks?recursive=true", &plain("")).0, 0o444);
+        assert_eq!(perms.mode("instance/service-accounts/default/scopes", &Kind::Value).0, 0o644);
+        assert_eq!(perms.mode("instance/guest-attributes/ns", &Kind::Dir).0, 0o755);
+        assert_eq!(perms.mode("instance/guest-attributes/ns/k", &Kind::Value).0, 0o644);
+        assert_eq!(
+            perms.mode("instance/service-accounts/default/authorization", &Kind::Authorization).0,
+            0o400
+        );
     }
 
     #[test]

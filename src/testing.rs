@@ -15,6 +15,7 @@ pub struct FakeMds {
     requests: Mutex<HashMap<String, usize>>,
     down: AtomicBool,
     gate: Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
+    writes: Mutex<Vec<String>>,
 }
 
 impl FakeMds {
@@ -72,7 +73,26 @@ impl FakeMds {
     }
 }
 
+impl FakeMds {
+    /// What PUTs and DELETEs did, in order: `PUT path body` or `DELETE path`.
+    pub fn writes(&self) -> Vec<String> {
+        self.writes.lock().unwrap().clone()
+    }
+}
+
 impl Mds for FakeMds {
+    async fn put(&self, path: &str, body: Bytes) -> Result<()> {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        self.writes.lock().unwrap().push(format!("PUT {path} {text}"));
+        self.set(path, &text);
+        Ok(())
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.writes.lock().unwrap().push(format!("DELETE {path}"));
+        self.answers.lock().unwrap().remove(path).map(|_| ()).ok_or(Error::NotFound)
+    }
+
     async fn get(&self, path: &str) -> Result<Bytes> {
         *self.requests.lock().unwrap().entry(path.into()).or_default() += 1;
         let gate = self.gate.lock().unwrap().clone();

@@ -40,6 +40,9 @@ pub const MIN_LEFT: Duration = Duration::from_secs(5);
 /// How long a permanent token failure (undecodable body, 403) is answered from memory, as the
 /// value cache does for 404s: no local user can turn reads into a request storm.
 pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
+/// Scope sets one account keeps at once: each holds one of the account's limited tokens
+/// (SPEC §2.3; the GCE docs name 600 and `SERVICE_ACCOUNT_TOO_MANY_TOKENS`).
+pub const MAX_SCOPE_SETS: usize = 16;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
@@ -99,6 +102,48 @@ impl Token {
             access_token: json.access_token,
             token_type: json.token_type,
             expiry: Expiry::after(requested, Duration::from_secs(json.expires_in as u64)),
+        })
+    }
+
+    /// An identity token (a JWT) fetched from `path`: valid until its `exp` claim. It is new on
+    /// every request (reference/metadata-api.md §5.3), so the slot's refresh always replaces it.
+    pub fn parse_identity(path: &str, body: &[u8], requested: Instant) -> Result<Token> {
+        use base64::Engine;
+        let misconfigured = |reason: &str| Error::Misconfigured {
+            path: path.into(),
+            reason: format!("undecodable identity token ({reason})"),
+        };
+        let jwt = std::str::from_utf8(body).map_err(|_| misconfigured("not UTF-8"))?.trim();
+        if jwt.is_empty() || !jwt.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(misconfigured("not a JWT"));
+        }
+        let payload = jwt.split('.').nth(1).ok_or_else(|| misconfigured("not a JWT"))?;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|_| misconfigured("payload is not base64url"))?;
+        #[derive(Deserialize)]
+        struct Claims {
+            exp: i64,
+        }
+        let claims: Claims =
+            serde_json::from_slice(&payload).map_err(|_| misconfigured("no exp claim"))?;
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let left = claims.exp.saturating_sub(unix_now);
+        if left > MAX_LIFETIME.as_secs() as i64 {
+            return Err(misconfigured("exp out of range"));
+        }
+        if left < 1 {
+            return Err(Error::Unavailable {
+                path: path.into(),
+                reason: "the metadata server handed out an expired identity token".into(),
+            });
+        }
+        Ok(Token {
+            access_token: jwt.to_string(),
+            token_type: "Bearer".into(),
+            expiry: Expiry::after(requested, Duration::from_secs(left as u64)),
         })
     }
 
@@ -182,11 +227,11 @@ impl<M: Mds> Tokens<M> {
     /// A token that has not expired: the cached one, or a fresh one if it has.
     pub async fn get(&self, path: &str) -> Result<Token> {
         let slot = self.slot(path);
-        if let Some(token) = self.usable(&slot) {
+        if let Some(token) = self.usable(&slot, path) {
             return Ok(token);
         }
         let turn = slot.fill.turn().await;
-        if let Some(token) = self.usable(&slot) {
+        if let Some(token) = self.usable(&slot, path) {
             return Ok(token);
         }
         if let Some(Err(err)) = turn.shared_outcome() {
@@ -218,7 +263,7 @@ impl<M: Mds> Tokens<M> {
     /// answers from directly.
     pub fn peek(&self, path: &str) -> Option<Token> {
         let slot = self.slots.lock().unwrap().get(path).cloned()?;
-        self.usable(&slot)
+        self.usable(&slot, path)
     }
 
     /// Refresh every token whose refresh time has come. Called about once a second by the
@@ -289,7 +334,11 @@ impl<M: Mds> Tokens<M> {
     async fn fetch(&self, path: &str) -> Result<Token> {
         let requested = self.clock.now();
         let body = self.mds.get(path).await?;
-        Token::parse(path, &body, requested)
+        if is_identity(path) {
+            Token::parse_identity(path, &body, requested)
+        } else {
+            Token::parse(path, &body, requested)
+        }
     }
 
     fn install(&self, slot: &Slot, path: &str, token: Token) {
@@ -305,11 +354,14 @@ impl<M: Mds> Tokens<M> {
         state.failed = None;
     }
 
-    /// The current token if it has at least [`MIN_LEFT`] to live.
-    fn usable(&self, slot: &Slot) -> Option<Token> {
+    /// The current token if it has at least [`MIN_LEFT`] to live. An identity token is served
+    /// only until `refresh_margin` before its `exp`: the MDS mints a new one on every request,
+    /// so a fresh one is always to be had, and the relying party gets a token with time left.
+    fn usable(&self, slot: &Slot, path: &str) -> Option<Token> {
         let mut state = slot.state.lock().unwrap();
         state.last_read = self.clock.now();
-        state.token.clone().filter(|t| t.expiry.remaining(&*self.clock) >= MIN_LEFT)
+        let horizon = if is_identity(path) { self.margin.max(MIN_LEFT) } else { MIN_LEFT };
+        state.token.clone().filter(|t| t.expiry.remaining(&*self.clock) >= horizon)
     }
 
     /// The permanent failure still held for this slot, if any.
@@ -321,6 +373,9 @@ impl<M: Mds> Tokens<M> {
 
     fn slot(&self, path: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap();
+        if let Some(family) = scope_family(path).filter(|_| !slots.contains_key(path)) {
+            drop_least_recent(&mut slots, family, MAX_SCOPE_SETS - 1);
+        }
         slots
             .entry(path.to_string())
             .or_insert_with(|| {
@@ -335,6 +390,34 @@ impl<M: Mds> Tokens<M> {
                 })
             })
             .clone()
+    }
+}
+
+fn is_identity(path: &str) -> bool {
+    path.split_once('?').is_some_and(|(base, _)| base.ends_with("/identity"))
+}
+
+/// `ACCOUNT/token?` for a scoped token of ACCOUNT: the sets that share its limit.
+fn scope_family(path: &str) -> Option<&str> {
+    let end = path.find("/token?")? + "/token?".len();
+    Some(&path[..end])
+}
+
+/// Drop the least recently read scope sets of `family` until at most `keep` remain.
+fn drop_least_recent(slots: &mut HashMap<String, Arc<Slot>>, family: &str, keep: usize) {
+    loop {
+        let mut sets: Vec<(Instant, &String)> = slots
+            .iter()
+            .filter(|(path, _)| path.starts_with(family))
+            .map(|(path, slot)| (slot.state.lock().unwrap().last_read, path))
+            .collect();
+        if sets.len() <= keep {
+            return;
+        }
+        sets.sort();
+        let oldest = sets[0].1.clone();
+        info!("{oldest}: dropping the least recently used scope set");
+        slots.remove(&oldest);
     }
 }
 

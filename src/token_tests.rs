@@ -207,3 +207,64 @@ async fn a_transient_failure_is_not_held() {
     answer(&mds, "ya29.back", 3600);
     assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.back");
 }
+
+fn jwt(exp: u64) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(&format!(r#"{{"aud":"a","exp":{exp}}}"#)))
+}
+
+#[tokio::test]
+async fn identity_tokens_live_until_exp_and_are_refreshed_a_margin_before() {
+    let (clock, mds, tokens) = setup();
+    let path = "instance/service-accounts/default/identity?audience=a";
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    mds.set(path, &jwt(unix.as_secs() + 3600));
+    let token = tokens.get(path).await.unwrap();
+    assert_eq!(token.access_token(), jwt(unix.as_secs() + 3600));
+    let left = token.expiry().remaining(&*clock).as_secs();
+    assert!((3590..=3600).contains(&left), "{left}");
+    mds.set(path, &jwt(unix.as_secs() + 7200));
+    clock.advance(Duration::from_secs(3000));
+    tokens.get(path).await.unwrap();
+    assert_eq!(mds.requests(path), 1, "cached until exp - margin");
+    clock.advance(Duration::from_secs(400));
+    tokens.refresh_due().await;
+    assert_eq!(tokens.get(path).await.unwrap().access_token(), jwt(unix.as_secs() + 7200));
+    assert_eq!(mds.requests(path), 2);
+    // Not read for over an hour (no background refresh): at exp - margin it is not served.
+    mds.set(path, &jwt(unix.as_secs() + 9000));
+    clock.advance(Duration::from_secs(6900));
+    assert_eq!(tokens.get(path).await.unwrap().access_token(), jwt(unix.as_secs() + 7200));
+    clock.advance(Duration::from_secs(100));
+    assert_eq!(tokens.get(path).await.unwrap().access_token(), jwt(unix.as_secs() + 9000));
+    assert_eq!(mds.requests(path), 3);
+    for bad in ["not-a-jwt", "a.!!!.c", &jwt(1)] {
+        mds.set("x/identity?audience=b", bad);
+        assert!(tokens.get("x/identity?audience=b").await.is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn an_account_keeps_at_most_sixteen_scope_sets_least_recently_used_dropped_first() {
+    let (clock, mds, tokens) = setup();
+    let path = |i: usize| format!("{PATH}?enforce_scopes=true&scopes=s{i}");
+    for i in 0..=MAX_SCOPE_SETS {
+        let body = format!(r#"{{"access_token":"ya29.s{i}","expires_in":3599}}"#);
+        mds.set(&path(i), &body);
+    }
+    answer(&mds, "ya29.full", 3599);
+    tokens.get(PATH).await.unwrap();
+    for i in 0..MAX_SCOPE_SETS {
+        tokens.get(&path(i)).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+    }
+    tokens.get(&path(0)).await.unwrap(); // set 1 is now the least recently read
+    clock.advance(Duration::from_secs(1));
+    tokens.get(&path(MAX_SCOPE_SETS)).await.unwrap();
+    let held: Vec<String> = tokens.status().into_iter().map(|s| s.path).collect();
+    assert_eq!(held.len(), MAX_SCOPE_SETS + 1, "sixteen sets and the plain token: {held:?}");
+    assert!(!held.contains(&path(1)) && held.contains(&path(0)) && held.contains(&PATH.into()));
+    tokens.get(&path(1)).await.unwrap();
+    assert_eq!(mds.requests(&path(1)), 2, "a dropped set is fetched again");
+}

@@ -39,6 +39,10 @@ pub enum Kind {
     Token,
     /// `…/service-accounts/ACCOUNT/access_token`: the bare token.
     AccessToken,
+    /// `…/service-accounts/ACCOUNT/authorization`: `Authorization: Bearer <token>`.
+    Authorization,
+    /// A query name (`NAME?k=v`): what it asks of the MDS.
+    Query(Box<crate::query::Target>),
     Symlink(String),
 }
 

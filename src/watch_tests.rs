@@ -156,6 +156,9 @@ fn core(mds: FakeMds) -> (Arc<FakeMds>, Core<FakeMds>) {
         refresh_margin: Duration::from_secs(240),
         max_entries: 100,
         permissions: Permissions::default(),
+        scoped_tokens: false,
+        token_scopes: None,
+        guest_attributes: false,
     };
     (mds.clone(), Core::new(mds, config, Arc::new(ManualClock::default())))
 }
@@ -270,6 +273,9 @@ async fn a_server_that_does_not_hold_the_request_is_not_polled_in_a_loop() {
         refresh_margin: Duration::from_secs(240),
         max_entries: 10,
         permissions: Permissions::default(),
+        scoped_tokens: false,
+        token_scopes: None,
+        guest_attributes: false,
     };
     let core = Arc::new(Core::new(mds.clone(), config, Arc::new(ManualClock::default())));
     tokio::time::pause();

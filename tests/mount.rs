@@ -15,7 +15,7 @@ const ACCESS_TOKEN: &str = "instance/service-accounts/default/access_token";
 
 /// Files whose bytes this filesystem makes rather than mirrors.
 fn dynamic(name: &str) -> bool {
-    matches!(name, "token" | "access_token" | "identity")
+    matches!(name, "token" | "access_token" | "authorization" | "identity")
 }
 
 fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
@@ -39,8 +39,10 @@ fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
     if dir.is_empty() {
         expected.push("service-accounts".into());
     }
-    if names.contains(&"access_token".to_string()) {
-        expected.push("access_token".into());
+    for extra in ["access_token", "authorization"] {
+        if names.contains(&extra.to_string()) {
+            expected.push(extra.into());
+        }
     }
     expected.sort();
     assert_eq!(names, expected, "listing of /{dir}");

@@ -9,7 +9,8 @@
 //!   false `enforce_scopes` is 400 (§5.2).
 //! - Guest attributes are 403 `Guest attributes endpoint access is disabled.` unless
 //!   `enable-guest-attributes` is TRUE in instance (first) or project attributes; names are letters,
-//!   digits, `_` and `-`; a value lives at exactly `NAMESPACE/KEY` (§6).
+//!   digits, `_` and `-`; a value lives at exactly `NAMESPACE/KEY` (§6). Writes above 3 a second
+//!   or 10 a minute are answered 200 and dropped, as the MDS may drop them.
 
 use hyper::Method;
 
@@ -35,7 +36,7 @@ pub(crate) fn route(
             if req.method == Method::GET || req.method == Method::HEAD {
                 return None; // served from the tree like any value
             }
-            Some(guest(st, req, rest, slash))
+            Some(guest(st, req, rest, slash, now))
         }
         ["instance", "service-accounts", account, end @ ("token" | "identity")] => {
             if !matches!(st.tree.get(&segs[..3]), Some(n) if n.is_dir()) {
@@ -152,7 +153,28 @@ pub(crate) fn hidden_guest_attributes(st: &State) -> Option<&Node> {
     }
 }
 
-fn guest(st: &mut State, req: &Request, rest: &[&str], slash: bool) -> Action {
+/// Guest-attribute writes allowed: bursts of 3 a second, 10 a minute (§6).
+const GUEST_BURST: (usize, Millis) = (3, 1000);
+const GUEST_SUSTAINED: (usize, Millis) = (10, 60_000);
+
+/// Whether a guest-attribute write arriving `now` is within the MDS's rate limit. Every write
+/// counts, kept or not. Above the limit the MDS "might arbitrarily remove guest attributes that
+/// are in the process of being written" (§6): the emulator answers 200 and drops the write,
+/// so a client that does not pace itself loses data here as it would on a VM.
+fn guest_write_allowed(st: &mut State, now: Millis) -> bool {
+    let writes = &mut st.guest_writes;
+    while writes.front().is_some_and(|t| now.saturating_sub(*t) >= GUEST_SUSTAINED.1) {
+        writes.pop_front();
+    }
+    let in_window =
+        |window: Millis| writes.iter().filter(|t| now.saturating_sub(**t) < window).count();
+    let allowed = in_window(GUEST_BURST.1) < GUEST_BURST.0
+        && in_window(GUEST_SUSTAINED.1) < GUEST_SUSTAINED.0;
+    writes.push_back(now);
+    allowed
+}
+
+fn guest(st: &mut State, req: &Request, rest: &[&str], slash: bool, now: Millis) -> Action {
     let valid = |s: &str| {
         !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
@@ -164,6 +186,9 @@ fn guest(st: &mut State, req: &Request, rest: &[&str], slash: bool) -> Action {
                     "Guest attribute namespaces and keys use only letters, numerals, \
                      underscores and hyphens.",
                 )
+            } else if !guest_write_allowed(st, now) {
+                log::debug!("guest attribute write above the rate limit: dropped");
+                Response::mds(200, TEXT, "")
             } else if *m == Method::PUT {
                 let value = String::from_utf8_lossy(&req.body).into_owned();
                 match st.tree.set(&["instance", "guest-attributes", ns, key], &value) {

@@ -32,6 +32,8 @@ pub(crate) struct State {
     pub(crate) counters: BTreeMap<String, u64>,
     /// When the emulated instance was "created" (identity `instance_creation_timestamp`).
     pub(crate) started: Millis,
+    /// When recent guest-attribute writes arrived, for the MDS's rate limit (§6).
+    pub(crate) guest_writes: std::collections::VecDeque<Millis>,
     changes: watch::Sender<u64>,
 }
 
@@ -43,6 +45,7 @@ impl State {
             faults: Vec::new(),
             counters: BTreeMap::new(),
             started: now,
+            guest_writes: std::collections::VecDeque::new(),
             changes: watch::channel(0).0,
         }
     }

@@ -14,6 +14,14 @@ fn put(st: &mut State, path: &str, value: &str) -> Response {
     respond(st, &req)
 }
 
+/// The response to `req` at time `at`.
+fn handle_at(st: &mut State, req: &Request, at: super::tokens::Millis) -> Response {
+    match serve(st, req, at, false) {
+        Action::Respond(r) => r,
+        _ => panic!("{} did not answer at once", req.path),
+    }
+}
+
 fn action(st: &mut State, req: &Request, may_wait: bool) -> Action {
     serve(st, req, T0, may_wait)
 }
@@ -247,6 +255,31 @@ fn guest_attributes_follow_the_enable_key() {
     let del = md("/instance/guest-attributes/ns/key-1").method(Method::DELETE);
     assert_eq!(respond(&mut st, &del).status, 200);
     assert_eq!(respond(&mut st, &md("/instance/guest-attributes/")).text(), "hostkeys/\n");
+}
+
+#[test]
+fn guest_attribute_writes_above_the_rate_limit_are_dropped() {
+    let mut st = state();
+    let put = |st: &mut State, key: &str, at: super::tokens::Millis| {
+        let req = md(&format!("/instance/guest-attributes/ns/{key}")).method(Method::PUT).body("v");
+        assert_eq!(handle_at(st, &req, at).status, 200, "{key}: answered 200 either way");
+    };
+    let kept = |st: &mut State, key: &str| {
+        respond(st, &md(&format!("/instance/guest-attributes/ns/{key}"))).status == 200
+    };
+    for (i, at) in [0, 10, 20, 30].into_iter().enumerate() {
+        put(&mut st, &format!("burst{i}"), T0 + at);
+    }
+    assert!((0..3).all(|i| kept(&mut st, &format!("burst{i}"))));
+    assert!(!kept(&mut st, "burst3"), "the fourth in a second is dropped");
+    for i in 0..6 {
+        put(&mut st, &format!("minute{i}"), T0 + 2000 + i * 1100);
+    }
+    assert!((0..6).all(|i| kept(&mut st, &format!("minute{i}"))));
+    put(&mut st, "eleventh", T0 + 20_000);
+    assert!(!kept(&mut st, "eleventh"), "the eleventh in a minute is dropped");
+    put(&mut st, "later", T0 + 61_000);
+    assert!(kept(&mut st, "later"));
 }
 
 #[test]

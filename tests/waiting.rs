@@ -1,0 +1,80 @@
+//! Waiting reads (`?wait_for_change=true`): they block only their readers, and readers waiting
+//! on one name share one upstream request. In a test binary of its own, because it counts this
+//! process's threads blocked in FUSE requests to know when every reader is waiting.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{eventually, Emulator, Mount, DEADLINE};
+
+const ACCOUNT: &str = "instance/service-accounts/default";
+
+fn text(mount: &Mount, path: &str) -> String {
+    String::from_utf8(mount.read(path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+/// Threads of this process blocked in a FUSE request.
+fn blocked_in_fuse() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .filter(|wchan| wchan.contains("fuse") || wchan.contains("request_wait_answer"))
+        .count()
+}
+
+#[test]
+fn two_hundred_waiting_readers_cost_one_request_and_block_nobody_else() {
+    let emu = Emulator::start(&[]);
+    let key = "instance/attributes/flag";
+    assert_eq!(emu.control("PUT", &format!("values/{key}"), "before").0, 200);
+    let mount = Arc::new(Mount::start(&emu.addr, &["-o", "ttl=0"]));
+    let name = "instance/attributes/flag?wait_for_change=true&timeout_sec=60";
+    let done = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..200)
+        .map(|_| {
+            let (mount, done) = (mount.clone(), done.clone());
+            std::thread::spawn(move || {
+                let value = mount.read(name);
+                done.fetch_add(1, Ordering::SeqCst);
+                value
+            })
+        })
+        .collect();
+    eventually("200 readers waiting in the filesystem", DEADLINE, || {
+        (blocked_in_fuse() >= 200).then_some(())
+    });
+    eventually("the upstream wait", DEADLINE, || (emu.count(key) >= 1).then_some(()));
+    // Other reads, cold (ttl=0) and warm, go through while 200 readers wait.
+    for _ in 0..20 {
+        assert!(!text(&mount, "project/project-id").is_empty());
+        assert!(mount.read(&format!("{ACCOUNT}/email")).is_ok());
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 0, "the waiters are still waiting");
+    assert_eq!(emu.control("PUT", &format!("values/{key}"), "after").0, 200);
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap(), b"after");
+    }
+    assert_eq!(emu.count(key), 1, "200 waiting readers, one upstream request");
+    // Never cached: the next waiting read waits again (here, until its timeout).
+    assert_eq!(
+        text(&mount, "instance/attributes/flag?wait_for_change=true&timeout_sec=1"),
+        "after"
+    );
+    assert_eq!(emu.count(key), 2);
+    assert_eq!(std::fs::metadata(mount.path(name)).unwrap().len(), 0, "stat does not wait");
+    assert_eq!(text(&mount, key), "after", "the plain name sees the change");
+}
+
+#[test]
+fn a_waiting_read_with_a_stale_last_etag_answers_at_once() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &[]);
+    let (_, etag_source) = emu.get("instance/zone");
+    let zone = text(&mount, "instance/zone?wait_for_change=true&last_etag=0");
+    assert_eq!(zone.as_bytes(), etag_source, "a stale last_etag answers at once");
+    let err = mount.read("instance/zone?wait_for_change=maybe");
+    assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidInput);
+}
