@@ -25,6 +25,8 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::mds::Mds;
 use crate::perms::Permissions;
+use crate::stats::Watcher;
+use crate::status::{self, StatusFile};
 use crate::token::Tokens;
 use crate::tree::{self, Inodes, Kind, Node};
 
@@ -149,12 +151,14 @@ pub struct Core<M> {
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
+    board: status::Board,
 }
 
 impl<M: Mds> Core<M> {
     pub fn new(mds: Arc<M>, config: FsConfig, clock: SharedClock) -> Self {
         let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), config.refresh_margin));
         Core {
+            board: status::Board::new(&*clock),
             cache: Cache::new(config.max_entries, clock.clone()),
             tokens,
             mds,
@@ -168,6 +172,11 @@ impl<M: Mds> Core<M> {
 
     pub fn tokens(&self) -> &Arc<Tokens<M>> {
         &self.tokens
+    }
+
+    /// The handle a watcher reports its state through, for `.metadatafs/status`.
+    pub fn watcher(&self) -> &Watcher {
+        &self.board.watcher
     }
 
     pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Entry> {
@@ -371,11 +380,29 @@ impl<M: Mds> Core<M> {
                 let token = self.tokens.get(&format!("{account_dir}/token")).await?;
                 Ok((Bytes::copy_from_slice(token.access_token().as_bytes()), Duration::ZERO))
             }
+            Kind::Status(file) => Ok((self.render_status(*file), Duration::ZERO)),
             Kind::Dir | Kind::Symlink(_) => Err(Error::InvalidName("not a file".into())),
         }
     }
 
+    fn render_status(&self, file: StatusFile) -> Bytes {
+        let sources = status::Sources {
+            board: &self.board,
+            clock: &*self.clock,
+            max_entries: self.config.max_entries,
+            cache: &self.cache.stats,
+            tokens: self.tokens.status(),
+            token_stats: &self.tokens.stats,
+            mds: self.mds.stats(),
+        };
+        Bytes::from(status::render(file, &sources))
+    }
+
     async fn listing(&self, dir: &str) -> Result<(Arc<Vec<Child>>, Duration)> {
+        if dir == status::DIR {
+            let files = StatusFile::ALL.map(|f| Child { name: f.name().into(), dir: false });
+            return Ok((Arc::new(files.to_vec()), self.config.ttl));
+        }
         let key = format!("{dir}/");
         let key = if dir.is_empty() { String::new() } else { key };
         let fetch = || {
@@ -471,6 +498,7 @@ fn child_kind(dir: &str, child: &Child) -> Kind {
         name if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 => {
             Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
         }
+        name if dir == status::DIR => StatusFile::from_name(name).map_or(Kind::Value, Kind::Status),
         _ if child.dir => Kind::Dir,
         "token" if account_dir => Kind::Token,
         ACCESS_TOKEN if account_dir => Kind::AccessToken,
@@ -480,6 +508,14 @@ fn child_kind(dir: &str, child: &Child) -> Kind {
 
 /// The entries this filesystem adds to the MDS's listing of `dir`, once, when it is fetched.
 fn add_extras(dir: &str, children: &mut Vec<Child>) {
+    if dir.is_empty() {
+        // Ours wins over a server key of the same name (see `status`).
+        if children.iter().any(|c| c.name == status::DIR) {
+            warn!("the metadata server lists {:?}; the status directory hides it", status::DIR);
+            children.retain(|c| c.name != status::DIR);
+        }
+        children.push(Child { name: status::DIR.into(), dir: true });
+    }
     let has_token = children.iter().any(|c| c.name == "token");
     let mut add = |name: &str| {
         if !children.iter().any(|c| c.name == name) {

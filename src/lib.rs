@@ -17,6 +17,8 @@ pub mod mds;
 pub mod mounts;
 pub mod mtls;
 pub mod perms;
+pub mod stats;
+pub mod status;
 pub mod token;
 pub mod transport;
 pub mod tree;

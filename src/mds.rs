@@ -21,6 +21,7 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 use crate::mtls::Settings;
+use crate::stats::MdsStats;
 use crate::transport::{Kind, SendError, Transport, TransportError};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -39,6 +40,11 @@ pub trait Mds: Send + Sync + 'static {
     /// What requests travel over now (plain HTTP or mutual TLS), for the status file; `None`
     /// for a server that is no network client.
     fn transport_kind(&self) -> Option<Kind> {
+        None
+    }
+
+    /// The client's counters for the status file; `None` for one that keeps none.
+    fn stats(&self) -> Option<&MdsStats> {
         None
     }
 }
@@ -65,6 +71,7 @@ pub struct HttpMds {
     /// a storm they only multiply the wait, and a read that needs one more cold name after an
     /// expired one already cost a `timeout` should not wait a second one.
     strained: Mutex<Option<Instant>>,
+    stats: MdsStats,
 }
 
 /// When a request could not connect to the MDS at all for its whole `timeout`, the next
@@ -111,7 +118,8 @@ impl HttpMds {
     pub fn new(config: HttpConfig) -> Result<Self, TransportError> {
         let transport = Transport::new(&config.endpoint, config.timeout, config.mtls.clone())?;
         let (outage, strained) = (Mutex::new(Outage::default()), Mutex::new(None));
-        Ok(HttpMds { transport: Arc::new(transport), config, outage, strained })
+        let stats = MdsStats::new(&config.endpoint);
+        Ok(HttpMds { transport: Arc::new(transport), config, outage, strained, stats })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -127,11 +135,13 @@ impl HttpMds {
     /// One request, and how far it got.
     async fn attempt(&self, path: &str, budget: Duration) -> (Result<Bytes>, Contact) {
         let request = |client: &reqwest::Client, base: &str| client.get(format!("{base}{path}"));
+        let started = Instant::now();
         let response = match self.transport.send(budget, request).await {
             Ok(response) => response,
             // The server is not the one root.crt vouches for, or it refuses our certificate:
             // retrying will not change that, and nothing it says is served.
             Err(SendError::Refused(reason)) => {
+                self.stats.attempt(path, None, false, started.elapsed());
                 let reason = format!("TLS handshake failed: {reason}");
                 return (
                     Err(Error::Misconfigured { path: path.into(), reason }),
@@ -139,25 +149,27 @@ impl HttpMds {
                 );
             }
             Err(SendError::Request(e)) => {
+                self.stats.attempt(path, None, false, started.elapsed());
                 let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
                 let contact =
                     if e.is_connect() { Contact::NoConnection } else { Contact::NoAnswer };
                 return (Err(Error::Unavailable { path: path.into(), reason }), contact);
             }
         };
-        (self.answer(path, response).await, Contact::Answered)
+        let (code, flavored) = (response.status().as_u16(), is_flavored(&response));
+        let result = self.answer(path, response).await;
+        self.stats.attempt(path, Some(code), flavored, started.elapsed());
+        (result, Contact::Answered)
     }
 
     async fn answer(&self, path: &str, response: reqwest::Response) -> Result<Bytes> {
         let unavailable = |reason: String| Error::Unavailable { path: path.to_string(), reason };
         let status = response.status();
         debug!("GET {path} -> {}", status.as_u16());
-        let flavored =
-            response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google");
         match status {
             // Whatever answered is not the metadata server (a proxy, a captive portal, a wrong
             // endpoint): nothing it says is served, and retrying will not change it.
-            _ if !flavored => Err(Error::Misconfigured {
+            _ if !is_flavored(&response) => Err(Error::Misconfigured {
                 path: path.into(),
                 reason: format!("HTTP {} without Metadata-Flavor: Google", status.as_u16()),
             }),
@@ -205,6 +217,20 @@ impl Mds for HttpMds {
     }
 
     async fn get(&self, path: &str) -> Result<Bytes> {
+        let result = self.get_with_retries(path).await;
+        if let Err(e) = &result {
+            self.stats.failed(e);
+        }
+        result
+    }
+
+    fn stats(&self) -> Option<&MdsStats> {
+        Some(&self.stats)
+    }
+}
+
+impl HttpMds {
+    async fn get_with_retries(&self, path: &str) -> Result<Bytes> {
         if let Some(reason) = self.outage.lock().unwrap().current() {
             return Err(Error::Unavailable { path: path.into(), reason });
         }
@@ -247,6 +273,10 @@ impl Mds for HttpMds {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+fn is_flavored(response: &reqwest::Response) -> bool {
+    response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google")
 }
 
 /// The error's chain of causes in one line: reqwest's own message is often just

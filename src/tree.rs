@@ -25,6 +25,8 @@ pub enum Kind {
     Token,
     /// `…/service-accounts/ACCOUNT/access_token`: the bare token.
     AccessToken,
+    /// `.metadatafs/status` or `metrics`: rendered per open, never fetched.
+    Status(crate::status::StatusFile),
     Symlink(String),
 }
 
