@@ -269,7 +269,7 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
         if family.kind.is_empty() {
             return Err(fail("a sample without a TYPE"));
         }
-        if family.kind == "counter" && !(value >= 0.0) {
+        if family.kind == "counter" && (value < 0.0 || value.is_nan()) {
             return Err(fail("a negative counter"));
         }
         current = Some(base);
