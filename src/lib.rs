@@ -14,6 +14,7 @@ pub mod fs;
 pub mod fuse;
 pub mod logging;
 pub mod mds;
+pub mod mount_helper;
 pub mod mounts;
 pub mod mtls;
 pub mod perms;
