@@ -23,7 +23,9 @@ pub enum Helper {
 /// `None` unless `argv[0]` names a mount helper (`mount.fuse.metadatafs`, `mount.metadatafs`).
 pub fn translate(argv: Vec<OsString>) -> Option<Helper> {
     let name = Path::new(argv.first()?).file_name()?.to_str()?;
-    if !name.starts_with("mount.") {
+    // The daemon re-executing itself to go to the background is never the helper, whatever
+    // path the binary is reached by (a copy or bind mount at the helper's path).
+    if !name.starts_with("mount.") || crate::daemon::is_background_child() {
         return None;
     }
     let mut args = argv.into_iter().skip(1);
