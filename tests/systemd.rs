@@ -26,6 +26,7 @@ const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
 const EMULATOR_UNIT: &str = "[Unit]
 Description=metadatafs-emulator for the unit tests
 [Service]
+Type=exec
 ExecStart=/usr/local/bin/metadatafs-emulator --listen 127.0.0.1:8080
 ExecStartPost=/bin/bash -c 'until (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; do sleep 0.05; done'
 ";
@@ -56,8 +57,7 @@ ExecStart=/bin/sh -c 'cat /meta/project/project-id > /results/reader'
 ";
 const RUN_TESTS_UNIT: &str = "[Unit]
 Description=metadatafs unit checks
-Wants=metadatafs-test-emulator.service
-After=metadatafs-test-emulator.service
+EMULATOR
 SuccessAction=exit
 SuccessActionExitStatus=0
 FailureAction=exit
@@ -84,6 +84,46 @@ fn the_service_starts_ready_serves_restarts_and_unmounts_on_stop() {
 fn the_mount_unit_mounts_serves_and_unmounts() {
     let Some(outcome) = boot("mount") else { return };
     outcome.assert_passed();
+}
+
+#[test]
+fn scripts_install_puts_everything_where_systemd_and_mount_find_it() {
+    let Some(outcome) = boot("install") else { return };
+    outcome.assert_passed();
+}
+
+/// PREFIX and DESTDIR, checked on the host: a staged tree, units naming the installed binary.
+#[test]
+fn scripts_install_honours_prefix_and_destdir() {
+    let stage = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_metadatafs")).parent().unwrap();
+    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install"))
+        .env("DESTDIR", stage.path())
+        .env("PREFIX", "/opt/metadatafs")
+        .env("BIN_DIR", bin_dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let staged = |path: &str| stage.path().join(path.trim_start_matches('/'));
+    for bin in ["metadatafs", "metadatafs-emulator"] {
+        assert!(staged(&format!("/opt/metadatafs/bin/{bin}")).is_file(), "{bin}");
+    }
+    let unit = std::fs::read_to_string(staged("/etc/systemd/system/metadatafs.service")).unwrap();
+    assert!(unit.contains("\nExecStart=/opt/metadatafs/bin/metadatafs -f /meta -o allow_other\n"));
+    assert!(staged("/etc/systemd/system/meta.mount").is_file());
+    let link = std::fs::read_link(staged("/sbin/mount.fuse.metadatafs")).unwrap();
+    assert_eq!(link, Path::new("/opt/metadatafs/bin/metadatafs"));
+    assert!(staged("/opt/metadatafs/share/doc/metadatafs/README.md").is_file());
+}
+
+/// The install scenario installs the emulator itself, so it starts it itself.
+fn run_tests_unit(scenario: &str) -> String {
+    let emulator = match scenario {
+        "install" => "",
+        _ => "Wants=metadatafs-test-emulator.service\nAfter=metadatafs-test-emulator.service",
+    };
+    RUN_TESTS_UNIT.replace("SCENARIO", scenario).replace("EMULATOR", emulator)
 }
 
 struct Outcome {
@@ -130,23 +170,30 @@ fn boot(scenario: &str) -> Option<Outcome> {
         path
     };
     let bin = env!("CARGO_BIN_EXE_metadatafs");
+    let emulator = env!("CARGO_BIN_EXE_metadatafs-emulator");
+    // The sources scripts/install works from, for the install scenario.
     let mut binds = vec![
-        (PathBuf::from(bin), "/usr/local/bin/metadatafs".to_string()),
-        (PathBuf::from(bin), "/usr/sbin/mount.fuse.metadatafs".to_string()),
-        (
-            env!("CARGO_BIN_EXE_metadatafs-emulator").into(),
-            "/usr/local/bin/metadatafs-emulator".into(),
-        ),
         (repo.join("tests/systemd/check.sh"), "/usr/local/lib/metadatafs-test/check.sh".into()),
+        (repo.join("scripts/install"), "/src/scripts/install".to_string()),
+        (repo.join("systemd"), "/src/systemd".into()),
+        (repo.join("README.md"), "/src/README.md".into()),
+        (PathBuf::from(bin), "/src/bin/metadatafs".into()),
+        (PathBuf::from(emulator), "/src/bin/metadatafs-emulator".into()),
     ];
-    for unit in ["metadatafs.service", "meta.mount"] {
-        binds.push((repo.join("systemd").join(unit), format!("{UNIT_DIR}/{unit}")));
+    if scenario != "install" {
+        // The recipe: binaries and unit files bound in where systemd and mount(8) find them.
+        binds.push((bin.into(), "/usr/local/bin/metadatafs".into()));
+        binds.push((bin.into(), "/usr/sbin/mount.fuse.metadatafs".into()));
+        binds.push((emulator.into(), "/usr/local/bin/metadatafs-emulator".into()));
+        for unit in ["metadatafs.service", "meta.mount"] {
+            binds.push((repo.join("systemd").join(unit), format!("{UNIT_DIR}/{unit}")));
+        }
     }
     let mut test_units = vec![
         ("metadatafs-test-emulator.service".to_string(), EMULATOR_UNIT.to_string()),
         ("meta-reader.service".into(), READER_UNIT.into()),
         ("meta-mount-reader.service".into(), MOUNT_READER_UNIT.into()),
-        ("run-tests.service".into(), RUN_TESTS_UNIT.replace("SCENARIO", scenario)),
+        ("run-tests.service".into(), run_tests_unit(scenario)),
     ];
     for (unit, section) in [("metadatafs.service", "Service"), ("meta.mount", "Mount")] {
         test_units.push((
