@@ -11,6 +11,8 @@
 //!   kernel never caches longer than we do. Token files get zero: their size moves with
 //!   `expires_in`.
 //! - `stat` reports the exact size of what `open` + `read` will return.
+//! - `.metadatafs/status` and `metrics` are rendered per open and never fetched: they must stay
+//!   direct-I/O, never page-cached across opens (see `status`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -77,6 +77,17 @@ fn status_has_every_field_and_moves_as_reads_happen() {
     let error = failed["mds"]["last_error"]["message"].as_str().unwrap();
     assert!(error.contains("instance/hostname") && error.contains("503"), "{error}");
     assert!(n(&failed["mds"]["failures"]) >= 1);
+
+    // A server that is gone: the status still answers at once, and says so.
+    let mut emu = emu;
+    emu.stop();
+    assert!(mount.read("instance/zone").is_err());
+    let started = std::time::Instant::now();
+    let down = status(&mount);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500), "the status waited");
+    assert_eq!(down["mds"]["answered_last"], false, "{down:#}");
+    assert!(n(&down["mds"]["requests"]["none"]) >= 1, "{down:#}");
+    assert!(n(&down["uptime_seconds"]) >= n(&before["uptime_seconds"]));
 }
 
 #[test]

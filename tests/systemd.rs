@@ -210,7 +210,9 @@ fn boot(scenario: &str) -> Option<Outcome> {
     }
     binds.dedup();
 
-    let cgroup = Cgroup::create(&format!("metadatafs-test-{}-{scenario}", std::process::id()));
+    // One name for the container and our cgroup: concurrent runs share nothing but the root.
+    let name = format!("metadatafs-test-{}-{scenario}", std::process::id());
+    let cgroup = Cgroup::create(&name);
     let console = std::fs::File::create(results.path().join("console")).unwrap();
     let mut command = Command::new("sh");
     command
@@ -223,6 +225,7 @@ fn boot(scenario: &str) -> Option<Outcome> {
         )
         .arg("systemd-nspawn")
         .args(["-q", "--volatile=overlay", "--register=no", "--keep-unit", "--private-network"])
+        .arg(format!("--machine={name}"))
         .arg("-D")
         .arg(&root)
         .arg("--bind=/dev/fuse")
