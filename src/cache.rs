@@ -444,6 +444,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fetch_finishing_after_its_key_was_evicted_is_not_counted() {
+        let cache = Arc::new(cache(1).1);
+        let (release, mut gate) = tokio::sync::watch::channel(false);
+        let slow = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let fetch = || async move {
+                    gate.wait_for(|open| *open).await.unwrap();
+                    Ok((1, Duration::from_secs(60)))
+                };
+                cache.get("a", fetch).await.map(|e| e.value)
+            }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        cache.get("b", || async { Ok((2, Duration::from_secs(60))) }).await.unwrap();
+        release.send(true).unwrap();
+        assert_eq!(slow.await.unwrap(), Ok(1), "its readers still get the value");
+        assert_eq!(cache.stats.entries.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
     async fn the_least_recently_used_key_is_evicted_at_capacity() {
         let (_, cache) = cache(2);
         let ttl = Duration::from_secs(60);
