@@ -126,6 +126,50 @@ fn run_tests_unit(scenario: &str) -> String {
     RUN_TESTS_UNIT.replace("SCENARIO", scenario).replace("EMULATOR", emulator)
 }
 
+/// Any of these gives the service its own mount namespace, and its mount would be invisible to
+/// everyone else while the unit says active (the container tests catch that too; this says why).
+#[test]
+fn the_service_has_no_mount_namespace_directive() {
+    const NAMESPACING: &[&str] = &[
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateMounts",
+        "ProtectProc",
+        "ProcSubset",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ReadOnlyPaths",
+        "ReadWritePaths",
+        "InaccessiblePaths",
+        "ExecPaths",
+        "NoExecPaths",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "RootDirectory",
+        "RootImage",
+        "MountImages",
+        "MountAPIVFS",
+        "PrivateUsers",
+        "DynamicUser",
+        "StateDirectory",
+        "CacheDirectory",
+        "LogsDirectory",
+    ];
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/metadatafs.service"),
+    )
+    .unwrap();
+    for line in unit.lines().filter(|l| !l.starts_with('#')) {
+        let key = line.split('=').next().unwrap().trim();
+        assert!(!NAMESPACING.contains(&key), "{line}: a private mount namespace hides the mount");
+    }
+}
+
 struct Outcome {
     code: Option<i32>,
     results: tempfile::TempDir,
