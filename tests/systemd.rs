@@ -196,12 +196,7 @@ impl Outcome {
 /// Boot a container running `check.sh SCENARIO`; `None` if nspawn cannot run here.
 fn boot(scenario: &str) -> Option<Outcome> {
     if let Err(why) = can_run().and_then(|()| root()) {
-        let required = ["CI", "METADATAFS_REQUIRE_SYSTEMD"]
-            .iter()
-            .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
-        assert!(!required, "the systemd unit tests must run here (CI is set), but: {why}");
-        eprintln!("SKIPPED: the systemd unit tests cannot run here: {why}");
-        return None;
+        return skip(&why);
     }
     let root = root().unwrap();
     let results = tempfile::tempdir().unwrap();
@@ -300,7 +295,25 @@ fn boot(scenario: &str) -> Option<Outcome> {
     let _ = child.kill();
     let _ = child.wait();
     eprintln!("{scenario}: container ran {:.1} s", start.elapsed().as_secs_f64());
-    Some(Outcome { code: status.and_then(|s| s.code()), results })
+    let outcome = Outcome { code: status.and_then(|s| s.code()), results };
+    if !outcome.file("log").contains("== booted") {
+        // The container never got to run the checks: nspawn cannot boot one here.
+        let console = outcome.file("console");
+        let tail: Vec<&str> = console.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return skip(&format!("no container booted ({:?}):\n{}", outcome.code, tail.join("\n")));
+    }
+    Some(outcome)
+}
+
+/// Say why the tests cannot run here, and pass; or fail where they must run (CI).
+fn skip<T>(why: &str) -> Option<T> {
+    let required = ["CI", "METADATAFS_REQUIRE_SYSTEMD"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+    assert!(!required, "the systemd unit tests must run here (CI is set), but: {why}");
+    eprintln!("SKIPPED: the systemd unit tests cannot run here: {why}");
+    None
 }
 
 fn can_run() -> Result<(), String> {

@@ -7,6 +7,7 @@
 # network namespace).
 set -u
 exec >>/results/log 2>&1
+echo "== booted"  # first, before anything that could fail: the host tells a boot from a test
 failures=0
 
 ok() { echo "ok: $*"; }
