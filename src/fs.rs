@@ -329,6 +329,10 @@ impl<M: Mds> Core<M> {
 
     /// What `name` in directory `dir` is, and how long the listing that says so stays valid.
     async fn resolve(&self, dir: &str, name: &str) -> Result<(Node, Duration)> {
+        if dir.is_empty() && name == status::DIR {
+            // Without the root listing: the status matters most when the MDS cannot give one.
+            return Ok((Node { path: name.into(), kind: Kind::Dir }, self.config.ttl));
+        }
         let path = tree::child_path(dir, name);
         let (children, validity) = self.listing(dir).await?;
         // Listings are kept sorted: a lookup in a directory of thousands costs a search, not a scan.

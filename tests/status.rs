@@ -94,6 +94,23 @@ fn status_has_every_field_and_moves_as_reads_happen() {
 }
 
 #[test]
+fn the_status_answers_when_the_server_never_did() {
+    // Nothing listens there: not even the root listing can be fetched.
+    let mount = Mount::start("127.0.0.1:1", &["-o", "timeout=1"]);
+    let fresh = status(&mount);
+    assert_eq!(fresh["endpoint"], "127.0.0.1:1");
+    assert_eq!(fresh["mds"]["answered_last"], Value::Null, "no request yet: {fresh:#}");
+    let err = mount.read("project/project-id").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let down = status(&mount);
+    assert_eq!(down["mds"]["answered_last"], false, "{down:#}");
+    assert!(n(&down["mds"]["requests"]["none"]) >= 1, "{down:#}");
+    assert!(down["mds"]["last_error"]["message"].as_str().unwrap().contains("unavailable"));
+    let families = metrics(&mount);
+    assert_eq!(families["metadatafs_mds_up"].value("metadatafs_mds_up", &[]), 0.0);
+}
+
+#[test]
 fn one_open_sees_one_rendering_and_the_next_open_a_fresh_one() {
     let emu = Emulator::start(&[]);
     let mount = Mount::start(&emu.addr, &[]);
