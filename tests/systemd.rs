@@ -356,7 +356,10 @@ fn build_root() -> Result<PathBuf, String> {
     let lock = std::fs::File::create(cache.join("lock")).map_err(|e| e.to_string())?;
     // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    if root.join("usr/lib/systemd/systemd").exists() {
+    // Written last, so a root cut short or built from other packages is built again.
+    let stamp = format!("{SUITE} {PACKAGES}\n");
+    let stamp_path = |root: &Path| root.join("etc/metadatafs-test-root");
+    if std::fs::read_to_string(stamp_path(&root)).is_ok_and(|s| s == stamp) {
         return Ok(root);
     }
     if !found("mmdebstrap") {
@@ -375,6 +378,7 @@ fn build_root() -> Result<PathBuf, String> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!("mmdebstrap failed ({}): {}", output.status, stderr.trim()));
     }
+    std::fs::write(stamp_path(&partial), &stamp).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&root);
     std::fs::rename(&partial, &root).map_err(|e| e.to_string())?;
     Ok(root)
