@@ -1,8 +1,9 @@
 //! The shipped units (`systemd/`) under a real systemd: each test boots a container with
 //! `systemd-nspawn` as `reference/systemd-under-test.md` describes, with the real binaries and
 //! the unit files bound in unchanged, plus drop-ins that only point them at an emulator inside
-//! the container. `tests/systemd/check.sh` runs there as a oneshot unit, checks one scenario and
-//! ends the container with the number of failed checks.
+//! the container (`tests/systemd/*.d/`). `tests/systemd/check.sh` runs there as the oneshot
+//! `run-tests@SCENARIO.service`, checks one scenario and ends the container: exit status 0 if
+//! every check passed.
 //!
 //! - The Debian root is built once with mmdebstrap (about 30 s) and cached in
 //!   `/var/cache/metadatafs-test` (`METADATAFS_TEST_CACHE` overrides); it is rebuilt when absent.
@@ -22,51 +23,15 @@ const PACKAGES: &str = "systemd,systemd-sysv,fuse3,dbus";
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
 const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
 
-/// Test-only units, bound in beside the shipped ones.
-const EMULATOR_UNIT: &str = "[Unit]
-Description=metadatafs-emulator for the unit tests
-[Service]
-Type=exec
-ExecStart=/usr/local/bin/metadatafs-emulator --listen 127.0.0.1:8080
-ExecStartPost=/bin/bash -c 'until (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; do sleep 0.05; done'
-";
-const EMULATOR_DROP_IN: &str = "# Test only: the shipped unit, pointed at the emulator.
-[Unit]
-Wants=metadatafs-test-emulator.service
-After=metadatafs-test-emulator.service
-[SECTION]
-Environment=GCE_METADATA_HOST=127.0.0.1:8080
-";
-const READER_UNIT: &str = "[Unit]
-Description=A unit that reads /meta at boot
-Requires=metadatafs.service
-After=metadatafs.service
-[Service]
-Type=oneshot
-ExecStart=/bin/sh -c 'cat /meta/project/project-id > /results/reader'
-";
-/// Ends the container when check.sh ends: exit status 0 if every check passed, 1 if not (also
-/// when check.sh dies or hangs). The unit does what `systemctl exit N` at the end of the script
-/// would, without stopping the script's own unit while it is still running.
-const MOUNT_READER_UNIT: &str = "[Unit]
-Description=A unit that reads /meta at boot, after meta.mount
-RequiresMountsFor=/meta
-[Service]
-Type=oneshot
-ExecStart=/bin/sh -c 'cat /meta/project/project-id > /results/reader'
-";
-const RUN_TESTS_UNIT: &str = "[Unit]
-Description=metadatafs unit checks
-EMULATOR
-SuccessAction=exit
-SuccessActionExitStatus=0
-FailureAction=exit
-FailureActionExitStatus=1
-[Service]
-Type=oneshot
-ExecStart=/usr/local/lib/metadatafs-test/check.sh SCENARIO
-TimeoutStartSec=150
-";
+/// Test-only units and drop-ins in `tests/systemd/`, bound in beside the shipped units.
+const TEST_UNITS: &[&str] = &[
+    "metadatafs-test-emulator.service",
+    "meta-reader.service",
+    "meta-mount-reader.service",
+    "run-tests@.service",
+    "metadatafs.service.d",
+    "meta.mount.d",
+];
 
 #[test]
 fn the_service_starts_ready_serves_restarts_and_unmounts_on_stop() {
@@ -115,15 +80,6 @@ fn scripts_install_honours_prefix_and_destdir() {
     let link = std::fs::read_link(staged("/sbin/mount.fuse.metadatafs")).unwrap();
     assert_eq!(link, Path::new("/opt/metadatafs/bin/metadatafs"));
     assert!(staged("/opt/metadatafs/share/doc/metadatafs/README.md").is_file());
-}
-
-/// The install scenario installs the emulator itself, so it starts it itself.
-fn run_tests_unit(scenario: &str) -> String {
-    let emulator = match scenario {
-        "install" => "",
-        _ => "Wants=metadatafs-test-emulator.service\nAfter=metadatafs-test-emulator.service",
-    };
-    RUN_TESTS_UNIT.replace("SCENARIO", scenario).replace("EMULATOR", emulator)
 }
 
 /// Any of these gives the service its own mount namespace, and its mount would be invisible to
@@ -200,14 +156,7 @@ fn boot(scenario: &str) -> Option<Outcome> {
     }
     let root = root().unwrap();
     let results = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let write = |name: &str, text: &str| {
-        let path = units.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        path
-    };
     let bin = env!("CARGO_BIN_EXE_metadatafs");
     let emulator = env!("CARGO_BIN_EXE_metadatafs-emulator");
     // The sources scripts/install works from, for the install scenario.
@@ -228,26 +177,9 @@ fn boot(scenario: &str) -> Option<Outcome> {
             binds.push((repo.join("systemd").join(unit), format!("{UNIT_DIR}/{unit}")));
         }
     }
-    let mut test_units = vec![
-        ("metadatafs-test-emulator.service".to_string(), EMULATOR_UNIT.to_string()),
-        ("meta-reader.service".into(), READER_UNIT.into()),
-        ("meta-mount-reader.service".into(), MOUNT_READER_UNIT.into()),
-        ("run-tests.service".into(), run_tests_unit(scenario)),
-    ];
-    for (unit, section) in [("metadatafs.service", "Service"), ("meta.mount", "Mount")] {
-        test_units.push((
-            format!("{unit}.d/emulator.conf"),
-            EMULATOR_DROP_IN.replace("SECTION", section),
-        ));
+    for unit in TEST_UNITS {
+        binds.push((repo.join("tests/systemd").join(unit), format!("{UNIT_DIR}/{unit}")));
     }
-    for (name, text) in &test_units {
-        let path = write(name, text);
-        let dir_or_file =
-            if name.contains(".d/") { path.parent().unwrap().to_path_buf() } else { path };
-        let target = dir_or_file.strip_prefix(units.path()).unwrap().display().to_string();
-        binds.push((dir_or_file, format!("{UNIT_DIR}/{target}")));
-    }
-    binds.dedup();
 
     // One name for the container and our cgroup: concurrent runs share nothing but the root.
     let name = format!("metadatafs-test-{}-{scenario}", std::process::id());
@@ -270,7 +202,8 @@ fn boot(scenario: &str) -> Option<Outcome> {
         .arg("--bind=/dev/fuse")
         .args(binds.iter().map(|(from, to)| format!("--bind-ro={}:{to}", from.display())))
         .arg(format!("--bind={}:/results", results.path().display()))
-        .args(["--console=read-only", "-b", "systemd.wants=run-tests.service"])
+        .args(["--console=read-only", "-b"])
+        .arg(format!("systemd.wants=run-tests@{scenario}.service"))
         .stdin(Stdio::null())
         .stdout(console.try_clone().unwrap())
         .stderr(console);

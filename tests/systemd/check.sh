@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs inside a container booted by tests/systemd.rs, as the oneshot unit run-tests.service:
+# Runs inside a container booted by tests/systemd.rs, as the oneshot unit run-tests@.service:
 # checks one scenario of the shipped units against the real systemd that booted it, writes
 # what it saw to /results/log, and fails if any check failed, which ends the container with
 # exit status 1 (0 if all passed). The shipped units are untouched; drop-ins only point them at
@@ -163,5 +163,5 @@ if [ "$failures" != 0 ]; then
         -u metadatafs-test-emulator.service >/results/journal 2>&1
     journalctl -b --no-pager -p warning >>/results/journal 2>&1
 fi
-# run-tests.service turns this into the container's exit status.
+# run-tests@.service turns this into the container's exit status.
 [ "$failures" = 0 ]
