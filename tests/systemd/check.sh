@@ -53,6 +53,7 @@ check_mount_readable() {
     check "$unit: another user reads a value (allow_other)" \
         as_nobody cat /meta/project/project-id
     check "$unit: another user reads the status" as_nobody cat /meta/.metadatafs/status
+    check "$unit: root reads the token" grep -q '"access_token"' /meta/service-accounts/default/token
     check "$unit: another user cannot read the token" \
         bash -c '! setpriv --reuid=65534 --regid=65534 --clear-groups \
             cat /meta/service-accounts/default/token 2>/dev/null'
