@@ -167,7 +167,8 @@ fn metrics_are_prometheus_text_with_counters_and_a_latency_histogram() {
 #[test]
 fn no_token_byte_in_a_trace_log_the_status_or_the_metrics() {
     let emu = Emulator::start(&[]);
-    let env = [("RUST_LOG", "trace")];
+    // Every crate at trace (a bare `trace` would raise only ours): hyper, reqwest, fuser too.
+    let env = [("RUST_LOG", "trace,metadatafs=trace")];
     let mount = Mount::start_with(&["--endpoint", &emu.addr], &[], &env);
     let token = String::from_utf8(mount.read(ACCESS_TOKEN).unwrap()).unwrap();
     assert!(token.len() > 20, "{token}");
