@@ -400,6 +400,7 @@ impl<M: Mds> Core<M> {
             tokens: self.tokens.status(),
             token_stats: &self.tokens.stats,
             mds: self.mds.stats(),
+            transport: self.mds.transport_kind().map(|k| k.name()),
         };
         Bytes::from(status::render(file, &sources))
     }

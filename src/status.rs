@@ -73,6 +73,8 @@ pub(crate) struct Sources<'a> {
     pub tokens: Vec<TokenStatus>,
     pub token_stats: &'a TokenStats,
     pub mds: Option<&'a MdsStats>,
+    /// `Mds::transport_kind`'s name: `http`, `https-mtls` or `http-fallback`.
+    pub transport: Option<&'static str>,
 }
 
 /// Every number read once, so the JSON and the metrics of one rendering agree.
@@ -82,6 +84,7 @@ pub(crate) struct Snapshot {
     pub started_at: SystemTime,
     pub now: (Instant, SystemTime),
     pub endpoint: Option<String>,
+    pub transport: Option<&'static str>,
     pub mds: MdsCounters,
     pub cache: [u64; 7],
     pub tokens: Vec<TokenStatus>,
@@ -103,6 +106,7 @@ impl Snapshot {
             started_at: s.board.started_at,
             now: (Instant::now(), SystemTime::now()),
             endpoint: s.mds.map(|m| m.endpoint().to_string()),
+            transport: s.transport,
             mds: s.mds.map(MdsStats::snapshot).unwrap_or_default(),
             cache: [
                 c.entries.load(Relaxed) as u64,
@@ -175,6 +179,7 @@ pub(crate) fn status_json(s: &Snapshot) -> Value {
         "started_at": rfc3339(s.started_at),
         "uptime_seconds": s.uptime.as_secs(),
         "endpoint": s.endpoint,
+        "transport": s.transport,
         "mds": {
             "answered_last": s.mds.last_answer.map(|(answered, _)| answered),
             "last_request_seconds_ago": s.mds.last_answer.map(|(_, at)| s.ago(at)),
@@ -207,6 +212,13 @@ pub(crate) fn metrics_text(s: &Snapshot) -> String {
     out.family("uptime_seconds", "gauge", "Seconds since this mount started.");
     out.sample("uptime_seconds", &[], s.uptime.as_secs());
 
+    let help = "1 for the channel requests take: http, https-mtls or http-fallback.";
+    out.family("mds_transport", "gauge", help);
+    if let Some(current) = s.transport {
+        for kind in ["http", "https-mtls", "http-fallback"] {
+            out.sample("mds_transport", &[("kind", kind)], u64::from(current == kind));
+        }
+    }
     out.family("mds_up", "gauge", "1 if the metadata server answered the last request, else 0.");
     if let Some((answered, _)) = s.mds.last_answer {
         out.sample("mds_up", &[], u64::from(answered));

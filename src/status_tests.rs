@@ -15,6 +15,7 @@ fn snapshot() -> Snapshot {
         started_at: now.1 - Duration::from_secs(42),
         now,
         endpoint: Some("169.254.169.254".into()),
+        transport: Some("https-mtls"),
         mds: MdsCounters {
             requests: BTreeMap::from([("200".into(), 5), ("none".into(), 1)]),
             latency,
@@ -39,6 +40,7 @@ fn status_json_has_every_field() {
     assert_eq!(json["version"], VERSION);
     assert_eq!(json["uptime_seconds"], 42);
     assert_eq!(json["endpoint"], "169.254.169.254");
+    assert_eq!(json["transport"], "https-mtls");
     assert_eq!(json["mds"]["answered_last"], true);
     assert_eq!(json["mds"]["requests"]["200"], 5);
     assert_eq!(json["mds"]["last_error"]["message"], "x: unavailable");
@@ -63,6 +65,8 @@ fn metrics_follow_the_exposition_format() {
     assert!(text.contains("metadatafs_mds_request_duration_seconds_sum 30.003\n"));
     assert!(text.contains(r#"{path="instance/service-accounts/a\"b/token"} 3599"#), "{text}");
     assert!(text.contains("metadatafs_watcher_state{state=\"not started\"} 1\n"));
+    assert!(text.contains("metadatafs_mds_transport{kind=\"https-mtls\"} 1\n"));
+    assert!(text.contains("metadatafs_mds_transport{kind=\"http\"} 0\n"));
     let mut typed = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {

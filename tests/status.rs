@@ -47,6 +47,7 @@ fn status_has_every_field_and_moves_as_reads_happen() {
     let before = status(&mount);
     assert_eq!(before["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(before["endpoint"], emu.addr);
+    assert_eq!(before["transport"], "http");
     assert_eq!(before["watcher"]["state"], "not started");
     assert!(before["uptime_seconds"].is_u64() && before["started_at"].is_string());
     for field in ["entries", "max_entries", "bytes", "hits", "misses", "evictions", "stale_served"]
