@@ -24,7 +24,7 @@
 
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,13 +104,25 @@ struct Slot<V> {
     /// A background refresh's value, waiting for the held stale `entry` to expire.
     /// Lock order: `entry`, then `next`.
     next: Mutex<Option<Entry<V>>>,
+    /// Dropped from the LRU: a fetch that finishes later hands its value to its readers but
+    /// keeps none here, so `entries` and `bytes` count only what the cache can still serve.
+    evicted: AtomicBool,
 }
 
+/// Counters for the status file, kept where they happen.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Reads answered from a fresh value.
     pub hits: AtomicU64,
+    /// Reads that had to fetch.
     pub misses: AtomicU64,
+    /// Keys holding a value (or a remembered 404).
+    pub entries: AtomicUsize,
     pub bytes: AtomicUsize,
+    /// Keys dropped to stay within `max_entries`.
+    pub evictions: AtomicU64,
+    /// Reads answered with the last good value after a failed fetch.
+    pub stale_served: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -165,6 +177,7 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
             let stale = slot.entry.lock().unwrap().clone();
             if let Some(mut stale) = stale {
                 stale.expiry = Expiry::from_now(&*self.shared.clock, STALE_HOLD);
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                 store(&self.stats, &slot, Some(stale.clone()));
                 self.revalidate(slot, fetch());
                 return Ok(stale);
@@ -276,9 +289,12 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
             fill: Flight::default(),
             entry: Mutex::new(None),
             next: Mutex::new(None),
+            evicted: AtomicBool::new(false),
         });
         if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
             drop(slots);
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            evicted.evicted.store(true, Ordering::SeqCst);
             store(&self.stats, &evicted, None);
         }
         slot
@@ -320,7 +336,9 @@ fn settle<V: Clone + Weight>(
             let ttl = if overtaken { Duration::ZERO } else { ttl };
             let entry = Entry { value, expiry: Expiry::from_now(clock, ttl) };
             let mut current = slot.entry.lock().unwrap();
-            if current.as_ref().is_some_and(|held| !held.expiry.is_expired(clock)) {
+            if slot.evicted.load(Ordering::SeqCst) {
+                // Nobody can find this slot any more: its readers get the value, it keeps none.
+            } else if current.as_ref().is_some_and(|held| !held.expiry.is_expired(clock)) {
                 // A stale value is held: this one takes over when it expires.
                 *slot.next.lock().unwrap() = Some(entry.clone());
             } else {
@@ -336,6 +354,7 @@ fn settle<V: Clone + Weight>(
                 return Err(err);
             };
             warn!("{err}; serving the last good value");
+            stats.stale_served.fetch_add(1, Ordering::Relaxed);
             entry.expiry = Expiry::from_now(clock, STALE_GRACE);
             store(stats, slot, Some(entry.clone()));
             Ok(entry)
@@ -350,11 +369,17 @@ fn store<V: Weight>(stats: &CacheStats, slot: &Slot<V>, new: Option<Entry<V>>) {
     if new.is_none() {
         slot.next.lock().unwrap().take();
     }
+    let new = new.filter(|_| !slot.evicted.load(Ordering::SeqCst));
     let old = std::mem::replace(&mut *entry, new);
     account(stats, entry.as_ref(), old.as_ref());
 }
 
 fn account<V: Weight>(stats: &CacheStats, new: Option<&Entry<V>>, old: Option<&Entry<V>>) {
+    match (new.is_some(), old.is_some()) {
+        (true, false) => stats.entries.fetch_add(1, Ordering::Relaxed),
+        (false, true) => stats.entries.fetch_sub(1, Ordering::Relaxed),
+        _ => 0,
+    };
     stats.bytes.fetch_add(new.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
     stats.bytes.fetch_sub(old.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
 }
@@ -406,6 +431,8 @@ mod tests {
         let stale = cache.get("k", || async move { Err(down()) }).await.unwrap();
         assert_eq!(stale.value, 1);
         assert_eq!(stale.expiry.remaining(&*clock), STALE_GRACE);
+        assert_eq!(cache.stats.stale_served.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.entries.load(Ordering::Relaxed), 1);
         clock.advance(STALE_GRACE);
         let err = cache.get("k", || async move { Err(Error::NotFound) }).await.unwrap_err();
         assert_eq!(err, Error::NotFound);
@@ -498,6 +525,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fetch_finishing_after_its_key_was_evicted_is_not_counted() {
+        let cache = Arc::new(cache(1).1);
+        let (release, mut gate) = tokio::sync::watch::channel(false);
+        let slow = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let fetch = || async move {
+                    gate.wait_for(|open| *open).await.unwrap();
+                    Ok((1, Duration::from_secs(60)))
+                };
+                cache.get("a", fetch).await.map(|e| e.value)
+            }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        cache.get("b", || async { Ok((2, Duration::from_secs(60))) }).await.unwrap();
+        release.send(true).unwrap();
+        assert_eq!(slow.await.unwrap(), Ok(1), "its readers still get the value");
+        assert_eq!(cache.stats.entries.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
     async fn the_least_recently_used_key_is_evicted_at_capacity() {
         let (_, cache) = cache(2);
         let ttl = Duration::from_secs(60);
@@ -506,6 +557,8 @@ mod tests {
         }
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.stats.bytes.load(Ordering::Relaxed), 8);
+        assert_eq!(cache.stats.entries.load(Ordering::Relaxed), 2);
+        assert_eq!(cache.stats.evictions.load(Ordering::Relaxed), 1);
         let refetched = cache.get("a", || async move { Ok((10, ttl)) }).await.unwrap();
         assert_eq!(refetched.value, 10);
     }

@@ -81,8 +81,11 @@ pub(crate) fn http(
     timeout: Duration,
     kind: Kind,
 ) -> Result<Channel, reqwest::Error> {
+    // No trust roots: a plain channel never verifies a certificate, and loading the system's
+    // would fail the mount on an image without ca-certificates (minimal VMs, containers).
+    let no_roots = std::iter::empty::<reqwest::Certificate>();
     Ok(Channel {
-        client: builder(timeout).build()?,
+        client: builder(timeout).tls_certs_only(no_roots).build()?,
         base: format!("http://{endpoint}/computeMetadata/v1/"),
         kind,
     })

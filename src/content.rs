@@ -22,6 +22,7 @@ use crate::fs::Core;
 use crate::mds::Mds;
 use crate::perms::is_account_scopes;
 use crate::query::{self, unfetched, Form};
+use crate::status::{self, StatusFile};
 use crate::token::Token;
 use crate::tree::{self, Kind, Node, Version};
 
@@ -129,6 +130,9 @@ fn needs_parameters(path: &str) -> bool {
 impl<M: Mds> Core<M> {
     /// `dir`'s listing and how long it stays valid, if cached.
     pub(crate) fn listing_now(&self, dir: &str) -> Option<Result<(Arc<Vec<Child>>, Duration)>> {
+        if dir == status::DIR {
+            return Some(Ok(self.status_listing()));
+        }
         let entry = self.cache.get_now(&listing_key(dir))?;
         let listing = listing_of(entry.value, entry.expiry.remaining(&*self.clock));
         Some(
@@ -147,6 +151,9 @@ impl<M: Mds> Core<M> {
     }
 
     pub(crate) async fn listing(&self, dir: &str) -> Result<(Arc<Vec<Child>>, Duration)> {
+        if dir == status::DIR {
+            return Ok(self.status_listing());
+        }
         self.note_read();
         let key = listing_key(dir);
         let fetch = || {
@@ -173,6 +180,7 @@ impl<M: Mds> Core<M> {
                 Some(Ok(self.token_content(node, &token)))
             }
             Kind::Query(target) => self.query_content_now(target),
+            Kind::Status(file) => Some(Ok(self.status_content(*file))),
             Kind::Dir | Kind::Symlink(_) => Some(Err(Error::InvalidName("not a file".into()))),
         }
     }
@@ -190,8 +198,22 @@ impl<M: Mds> Core<M> {
                 Ok(self.token_content(node, &token))
             }
             Kind::Query(target) => self.query_content(target).await,
+            Kind::Status(file) => Ok(self.status_content(*file)),
             Kind::Dir | Kind::Symlink(_) => Err(Error::InvalidName("not a file".into())),
         }
+    }
+
+    /// `.metadatafs/`: ours, never fetched.
+    fn status_listing(&self) -> (Arc<Vec<Child>>, Duration) {
+        let files = StatusFile::ALL.map(|f| Child { name: f.name().into(), dir: false });
+        (Arc::new(files.to_vec()), self.config.ttl)
+    }
+
+    /// A status file as of now: rendered, so opened direct-I/O and current for no time at all.
+    fn status_content(&self, file: StatusFile) -> Content {
+        let (bytes, seen) = (self.render_status(file), SystemTime::now());
+        let version = Version { bytes, seen, tag: 0, readable: true, rendered: true };
+        Content { version, validity: Duration::ZERO }
     }
 
     /// Whether a lookup that has to fetch in directory `dir` should fetch the rest of the
@@ -420,6 +442,7 @@ pub(crate) fn child_kind(dir: &str, child: &Child) -> Kind {
         name if dir.is_empty() && name == SERVICE_ACCOUNTS_LINK.0 => {
             Kind::Symlink(SERVICE_ACCOUNTS_LINK.1.into())
         }
+        name if dir == status::DIR => StatusFile::from_name(name).map_or(Kind::Value, Kind::Status),
         _ if child.dir => Kind::Dir,
         "token" if account_dir => Kind::Token,
         ACCESS_TOKEN if account_dir => Kind::AccessToken,
@@ -430,6 +453,14 @@ pub(crate) fn child_kind(dir: &str, child: &Child) -> Kind {
 
 /// The entries this filesystem adds to the MDS's listing of `dir`, once, when it is fetched.
 fn add_extras(dir: &str, children: &mut Vec<Child>) {
+    if dir.is_empty() {
+        // Ours wins over a server key of the same name (see `status`).
+        if children.iter().any(|c| c.name == status::DIR) {
+            warn!("the metadata server lists {:?}; the status directory hides it", status::DIR);
+            children.retain(|c| c.name != status::DIR);
+        }
+        children.push(Child { name: status::DIR.into(), dir: true });
+    }
     let has_token = children.iter().any(|c| c.name == "token");
     let mut add = |name: &str| {
         if !children.iter().any(|c| c.name == name) {

@@ -16,6 +16,8 @@
 //!   An open whose token moved on since the lookup fails with ESTALE, which makes the kernel
 //!   look the name up again and retry.
 //! - Cache hits are answered without waiting (`*_now`), so the FUSE thread replies directly.
+//! - `.metadatafs/status` and `metrics` are rendered at every open and never fetched: they are
+//!   opened direct-I/O with a zero TTL, never page-cached across opens (see `status`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,9 +33,10 @@ use crate::error::{Error, Result};
 use crate::mds::Mds;
 use crate::perms::Permissions;
 use crate::query::{self, Target, Waits};
+use crate::stats::Watcher;
+use crate::status::{self, StatusFile};
 use crate::token::Tokens;
 use crate::tree::{self, Inodes, Kind, Node, Version};
-use crate::watch::WatchStatus;
 use crate::write::Writes;
 
 /// How long the kernel may keep a file inode's attributes: they never change (tree.rs).
@@ -146,14 +149,15 @@ pub struct Core<M> {
     pub(crate) changes: RwLock<u64>,
     /// Directories being listed now, for the prefetch of `ls -l` (content.rs).
     pub(crate) listings: Mutex<Listings>,
-    /// What the change watcher is doing, for the status file.
-    pub watch: Arc<WatchStatus>,
+    /// What the status files know of the mount itself, the watcher's state among it.
+    board: status::Board,
 }
 
 impl<M: Mds> Core<M> {
     pub fn new(mds: Arc<M>, config: FsConfig, clock: SharedClock) -> Self {
         let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), config.refresh_margin));
         Core {
+            board: status::Board::new(&*clock),
             cache: Cache::new(config.max_entries, clock.clone()),
             tokens,
             mds,
@@ -169,8 +173,27 @@ impl<M: Mds> Core<M> {
             first_read: tokio::sync::Notify::new(),
             listings: Mutex::default(),
             changes: RwLock::new(0),
-            watch: Arc::default(),
         }
+    }
+
+    /// The handle the change watcher reports its state through, for `.metadatafs/status`.
+    pub fn watcher(&self) -> &Watcher {
+        &self.board.watcher
+    }
+
+    /// `.metadatafs/status` or `metrics` as of now.
+    pub(crate) fn render_status(&self, file: StatusFile) -> Bytes {
+        let sources = status::Sources {
+            board: &self.board,
+            clock: &*self.clock,
+            max_entries: self.config.max_entries,
+            cache: &self.cache.stats,
+            tokens: self.tokens.status(),
+            token_stats: &self.tokens.stats,
+            mds: self.mds.stats(),
+            transport: self.mds.transport_kind().map(|k| k.name()),
+        };
+        Bytes::from(status::render(file, &sources))
     }
 
     pub fn tokens(&self) -> &Arc<Tokens<M>> {
@@ -190,6 +213,11 @@ impl<M: Mds> Core<M> {
             Ok(target) => target,
             Err(e) => return Some(Err(e)),
         };
+        if dir.is_empty() && name == status::DIR {
+            // Without the root listing: the status matters most when the MDS cannot give one.
+            let node = Node { path: name.into(), kind: Kind::Dir };
+            return Some(Ok(self.enter(node, None, self.config.ttl)));
+        }
         let (children, listing_validity) = match self.listing_now(&dir)? {
             Ok(listing) => listing,
             Err(e) => return Some(Err(e)),
@@ -354,6 +382,11 @@ impl<M: Mds> Core<M> {
             let handle = Handle::File(version.bytes.clone());
             return Some(Ok((self.add_handle(handle), Caching::KeepCache)));
         }
+        if let Kind::Status(file) = node.kind {
+            // Counters move between lookup and open: whatever length it has now, direct-I/O.
+            let handle = Handle::File(self.render_status(file));
+            return Some(Ok((self.add_handle(handle), Caching::Direct)));
+        }
         if !version.readable {
             return None;
         }
@@ -459,6 +492,7 @@ impl<M: Mds> Core<M> {
             (Kind::Symlink(target), _) => {
                 (FileType::Symlink, target.len() as u64, self.mounted_at, self.config.ttl)
             }
+            (Kind::Status(_), Some(v)) => (FileType::RegularFile, v.size(), v.seen, Duration::ZERO),
             (_, Some(v)) => (FileType::RegularFile, v.size(), v.seen, IMMUTABLE_TTL),
             (_, None) => (FileType::RegularFile, 0, self.mounted_at, Duration::ZERO),
         };

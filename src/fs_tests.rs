@@ -92,8 +92,8 @@ async fn values_and_listings_mirror_the_mds() {
     assert_eq!(f.ls("project").await.unwrap(), [".", "..", "attributes", "project-id"]);
     assert_eq!(
         f.ls("").await.unwrap(),
-        [".", "..", "instance", "project", "service-accounts"],
-        "the root adds the service-accounts symlink"
+        [".", "..", ".metadatafs", "instance", "project", "service-accounts"],
+        "the root adds the status directory and the service-accounts symlink"
     );
     let account = f.ls("instance/service-accounts/default").await.unwrap();
     assert_eq!(account, [".", "..", "access_token", "authorization", "email", "token"]);
@@ -417,4 +417,33 @@ async fn a_directory_is_prefetched_once_per_listing_and_only_while_listed() {
     core.clone().prefetch(project).await;
     assert_eq!(f.mds.requests("project/project-id"), 1, "fresh values are not fetched again");
     core.release(again);
+}
+
+#[tokio::test]
+async fn status_files_are_rendered_per_open_and_never_fetched() {
+    let mds = tree();
+    // A server that listed our name would be hidden, not merged.
+    mds.set("", ".metadatafs\ninstance/\nproject/\n");
+    let f = fixture(mds);
+    assert_eq!(f.ls(".metadatafs").await.unwrap(), [".", "..", "metrics", "status"]);
+    let entry = f.walk(".metadatafs/status").await.unwrap();
+    assert_eq!((entry.attr.perm, entry.ttl), (0o444, Duration::ZERO));
+    let before: serde_json::Value =
+        serde_json::from_slice(&f.cat(".metadatafs/status").await.unwrap()).unwrap();
+    assert_eq!(before["watcher"]["state"], "not started");
+    f.cat("project/project-id").await.unwrap();
+    f.cat(TOKEN).await.unwrap();
+    f.core.watcher().set(crate::stats::WatcherPhase::Watching);
+    let after: serde_json::Value =
+        serde_json::from_slice(&f.cat(".metadatafs/status").await.unwrap()).unwrap();
+    let misses = |s: &serde_json::Value| s["cache"]["misses"].as_u64().unwrap();
+    assert!(misses(&after) > misses(&before), "{after}");
+    assert_eq!(after["tokens"][0]["path"], TOKEN);
+    assert_eq!(after["tokens"][0]["expires_in"], 3599);
+    assert_eq!(after["watcher"]["state"], "watching");
+    assert!(!after.to_string().contains("ya29.fake"));
+    let metrics = String::from_utf8(f.cat(".metadatafs/metrics").await.unwrap()).unwrap();
+    assert!(metrics.contains("metadatafs_token_fetches_total{outcome=\"new\"} 1\n"), "{metrics}");
+    assert_eq!(f.mds.requests(".metadatafs/"), 0);
+    assert_eq!(f.mds.requests(".metadatafs/status"), 0);
 }

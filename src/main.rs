@@ -3,8 +3,18 @@
 use std::process::ExitCode;
 
 use metadatafs::logging::{self, Target};
+use metadatafs::mount_helper::Helper;
 
 fn main() -> ExitCode {
+    // Installed as /sbin/mount.fuse.metadatafs, mount(8) calls us with its own conventions.
+    match metadatafs::mount_helper::translate(std::env::args_os().collect()) {
+        Some(Helper::Fake) => return ExitCode::SUCCESS,
+        Some(Helper::Run(args)) => {
+            eprintln!("metadatafs: {}", metadatafs::mount_helper::exec(args));
+            return ExitCode::FAILURE;
+        }
+        None => {}
+    }
     let config = match metadatafs::cli::parse(
         std::env::args_os(),
         std::env::var("GCE_METADATA_HOST").ok(),

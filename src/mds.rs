@@ -21,6 +21,7 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 use crate::mtls::Settings;
+use crate::stats::MdsStats;
 use crate::transport::{Kind, SendError, Transport, TransportError};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,6 +72,11 @@ pub trait Mds: Send + Sync + 'static {
         let _ = path;
         async { Err(Error::ReadOnly) }
     }
+
+    /// The client's counters for the status file; `None` for one that keeps none.
+    fn stats(&self) -> Option<&MdsStats> {
+        None
+    }
 }
 
 /// The largest recursive dump the watcher takes: the whole tree, so more than one value.
@@ -98,6 +104,7 @@ pub struct HttpMds {
     /// a storm they only multiply the wait, and a read that needs one more cold name after an
     /// expired one already cost a `timeout` should not wait a second one.
     strained: Mutex<Option<Instant>>,
+    stats: MdsStats,
 }
 
 /// When a request could not connect to the MDS at all for its whole `timeout`, the next
@@ -144,7 +151,8 @@ impl HttpMds {
     pub fn new(config: HttpConfig) -> Result<Self, TransportError> {
         let transport = Transport::new(&config.endpoint, config.timeout, config.mtls.clone())?;
         let (outage, strained) = (Mutex::new(Outage::default()), Mutex::new(None));
-        Ok(HttpMds { transport: Arc::new(transport), config, outage, strained })
+        let stats = MdsStats::new(&config.endpoint);
+        Ok(HttpMds { transport: Arc::new(transport), config, outage, strained, stats })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -167,11 +175,13 @@ impl HttpMds {
                 None => request,
             }
         };
+        let started = Instant::now();
         let response = match self.transport.send(budget, request).await {
             Ok(response) => response,
             // The server is not the one root.crt vouches for, or it refuses our certificate:
             // retrying will not change that, and nothing it says is served.
             Err(SendError::Refused(reason)) => {
+                self.stats.attempt(path, None, false, started.elapsed());
                 let reason = format!("TLS handshake failed: {reason}");
                 return (
                     Err(Error::Misconfigured { path: path.into(), reason }),
@@ -179,25 +189,27 @@ impl HttpMds {
                 );
             }
             Err(SendError::Request(e)) => {
+                self.stats.attempt(path, None, false, started.elapsed());
                 let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
                 let contact =
                     if e.is_connect() { Contact::NoConnection } else { Contact::NoAnswer };
                 return (Err(Error::Unavailable { path: path.into(), reason }), contact);
             }
         };
-        debug!("{} {path} -> {}", call.method, response.status().as_u16());
-        (self.answer(path, response, self.config.max_value).await, Contact::Answered)
+        let (code, flavored) = (response.status().as_u16(), is_flavored(&response));
+        debug!("{} {path} -> {code}", call.method);
+        let result = self.answer(path, response, self.config.max_value).await;
+        self.stats.attempt(path, Some(code), flavored, started.elapsed());
+        (result, Contact::Answered)
     }
 
     async fn answer(&self, path: &str, response: reqwest::Response, limit: u64) -> Result<Bytes> {
         let unavailable = |reason: String| Error::Unavailable { path: path.to_string(), reason };
         let status = response.status();
-        let flavored =
-            response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google");
         match status {
             // Whatever answered is not the metadata server (a proxy, a captive portal, a wrong
             // endpoint): nothing it says is served, and retrying will not change it.
-            _ if !flavored => Err(Error::Misconfigured {
+            _ if !is_flavored(&response) => Err(Error::Misconfigured {
                 path: path.into(),
                 reason: format!("HTTP {} without Metadata-Flavor: Google", status.as_u16()),
             }),
@@ -261,20 +273,26 @@ impl Mds for HttpMds {
 
     async fn long_poll(&self, path: &str, wait: Duration) -> Result<(Bytes, Option<String>)> {
         let request = |client: &reqwest::Client, base: &str| client.get(format!("{base}{path}"));
+        let started = Instant::now();
         let response = match self.transport.send(wait, request).await {
             Ok(response) => response,
             Err(SendError::Refused(reason)) => {
+                self.stats.attempt(path, None, false, started.elapsed());
                 let reason = format!("TLS handshake failed: {reason}");
                 return Err(Error::Misconfigured { path: path.into(), reason });
             }
             Err(SendError::Request(e)) => {
+                self.stats.attempt(path, None, false, started.elapsed());
                 let reason = if e.is_timeout() { "timed out".into() } else { describe(&e) };
                 return Err(Error::Unavailable { path: path.into(), reason });
             }
         };
+        let (code, flavored) = (response.status().as_u16(), is_flavored(&response));
         let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok());
         let etag = etag.map(str::to_string);
-        Ok((self.answer(path, response, MAX_DUMP).await?, etag))
+        let result = self.answer(path, response, MAX_DUMP).await;
+        self.stats.attempt(path, Some(code), flavored, started.elapsed());
+        Ok((result?, etag))
     }
 
     async fn get(&self, path: &str) -> Result<Bytes> {
@@ -300,10 +318,24 @@ impl Mds for HttpMds {
         self.send(Call { method, path, body: None, timeout, waiting: false }).await?;
         Ok(())
     }
+
+    fn stats(&self) -> Option<&MdsStats> {
+        Some(&self.stats)
+    }
 }
 
 impl HttpMds {
+    /// Every request but the watcher's long-poll: retried inside its timeout, and its failure
+    /// counted for the status file.
     async fn send(&self, call: Call<'_>) -> Result<Bytes> {
+        let result = self.send_with_retries(call).await;
+        if let Err(e) = &result {
+            self.stats.failed(e);
+        }
+        result
+    }
+
+    async fn send_with_retries(&self, call: Call<'_>) -> Result<Bytes> {
         let path = call.path;
         if let Some(reason) = self.outage.lock().unwrap().current() {
             return Err(Error::Unavailable { path: path.into(), reason });
@@ -350,6 +382,10 @@ impl HttpMds {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+fn is_flavored(response: &reqwest::Response) -> bool {
+    response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google")
 }
 
 /// The error's chain of causes in one line: reqwest's own message is often just

@@ -40,6 +40,8 @@ impl Permissions {
             Kind::Dir if guest => (0o755, self.gid),
             Kind::Dir => (0o555, self.gid),
             Kind::Symlink(_) => (0o777, self.gid),
+            // Counters only: readable by everyone, whatever `secret_paths` matches.
+            Kind::Status(_) => (0o444, self.gid),
             _ if self.is_secret(path, kind) => match self.secret_gid {
                 Some(gid) => (0o440, gid),
                 None => (0o400, self.gid),
@@ -166,6 +168,9 @@ mod tests {
         assert_eq!(perms.mode("project/attributes/db-password", &Kind::Value).0, 0o400);
         assert_eq!(perms.mode("instance/attributes/ssh-keys", &Kind::Value).0, 0o444);
         assert_eq!(perms.mode("instance", &Kind::Dir).0, 0o555);
+        let everything = Permissions { secret_paths: vec!["**".into()], ..perms.clone() };
+        let status = Kind::Status(crate::status::StatusFile::Status);
+        assert_eq!(everything.mode(".metadatafs/status", &status).0, 0o444);
         let grouped = Permissions { secret_gid: Some(42), ..perms };
         assert_eq!(grouped.mode(token, &Kind::AccessToken), (0o440, 42));
     }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -210,6 +211,17 @@ pub struct TokenStatus {
     pub refresh_in: u64,
 }
 
+/// How token fetches ended, for the status counters.
+#[derive(Debug, Default)]
+pub struct TokenStats {
+    /// A token we did not have before.
+    pub new: AtomicU64,
+    /// The MDS handed back the token we already had (its cache window).
+    pub same: AtomicU64,
+    /// No token: the MDS failed or its answer was refused.
+    pub failed: AtomicU64,
+}
+
 /// Every token this mount has handed out, keyed by the MDS path (with query) it came from.
 #[derive(Debug)]
 pub struct Tokens<M> {
@@ -217,11 +229,18 @@ pub struct Tokens<M> {
     clock: SharedClock,
     margin: Duration,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    pub stats: TokenStats,
 }
 
 impl<M: Mds> Tokens<M> {
     pub fn new(mds: Arc<M>, clock: SharedClock, margin: Duration) -> Self {
-        Tokens { mds, clock, margin, slots: Mutex::new(HashMap::new()) }
+        Tokens {
+            mds,
+            clock,
+            margin,
+            slots: Mutex::new(HashMap::new()),
+            stats: TokenStats::default(),
+        }
     }
 
     /// A token that has not expired: the cached one, or a fresh one if it has.
@@ -333,18 +352,29 @@ impl<M: Mds> Tokens<M> {
 
     async fn fetch(&self, path: &str) -> Result<Token> {
         let requested = self.clock.now();
-        let body = self.mds.get(path).await?;
-        if is_identity(path) {
-            Token::parse_identity(path, &body, requested)
-        } else {
-            Token::parse(path, &body, requested)
+        let parsed = match self.mds.get(path).await {
+            Ok(body) if is_identity(path) => Token::parse_identity(path, &body, requested),
+            Ok(body) => Token::parse(path, &body, requested),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &parsed {
+            // The MDS answered, but not with a token: the client did not see that.
+            if !matches!(e, Error::Unavailable { .. } | Error::NotFound) {
+                if let Some(stats) = self.mds.stats() {
+                    stats.failed(e);
+                }
+            }
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
         }
+        parsed
     }
 
     fn install(&self, slot: &Slot, path: &str, token: Token) {
         let now = self.clock.now();
         let mut state = slot.state.lock().unwrap();
         let same = state.token.as_ref().is_some_and(|t| t.access_token == token.access_token);
+        let counter = if same { &self.stats.same } else { &self.stats.new };
+        counter.fetch_add(1, Ordering::Relaxed);
         let planned = token.expiry.instant().checked_sub(self.margin).unwrap_or(now);
         state.next_refresh = if same || planned <= now { now + REPOLL } else { planned };
         if !same {

@@ -55,6 +55,9 @@ async fn refreshed_in_the_background_before_expiry_and_repolled_when_unchanged()
     assert_eq!(mds.requests(PATH), 3);
     assert_eq!(tokens.get(PATH).await.unwrap().access_token(), "ya29.two");
     assert_eq!(mds.requests(PATH), 3, "readers are served the refreshed token from cache");
+    let fetches = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = &tokens.stats;
+    assert_eq!((fetches(&stats.new), fetches(&stats.same), fetches(&stats.failed)), (2, 1, 0));
 }
 
 /// 16 readers of a cold token, all queued before the MDS may answer.

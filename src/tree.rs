@@ -43,6 +43,8 @@ pub enum Kind {
     Authorization,
     /// A query name (`NAME?k=v`): what it asks of the MDS.
     Query(Box<crate::query::Target>),
+    /// `.metadatafs/status` or `metrics`: rendered per open, never fetched.
+    Status(crate::status::StatusFile),
     Symlink(String),
 }
 

@@ -20,8 +20,7 @@
 //!   when the MDS comes back.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::sync::{Arc, Mutex, RwLockReadGuard};
+use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -29,6 +28,7 @@ use serde_json::Value;
 
 use crate::fs::{Core, Entry};
 use crate::mds::{jitter, Mds};
+use crate::stats::WatcherPhase;
 use crate::tree;
 
 pub use crate::dump::{diff, Changes};
@@ -58,47 +58,11 @@ impl KernelCache for fuser::Notifier {
     }
 }
 
-/// What the watcher is doing, for the status file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchState {
-    /// Nothing has been read yet.
-    Idle,
-    Watching,
-    /// The last request failed; retrying after a pause.
-    Retrying(String),
-}
-
-impl fmt::Display for WatchState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WatchState::Idle => write!(f, "idle (nothing read yet)"),
-            WatchState::Watching => write!(f, "watching"),
-            WatchState::Retrying(why) => write!(f, "retrying: {why}"),
-        }
-    }
-}
-
-/// The watcher's state, shared with whoever reports it.
-#[derive(Debug, Default)]
-pub struct WatchStatus {
-    state: Mutex<Option<WatchState>>,
-}
-
-impl WatchStatus {
-    pub fn get(&self) -> WatchState {
-        self.state.lock().unwrap().clone().unwrap_or(WatchState::Idle)
-    }
-
-    fn set(&self, state: WatchState) {
-        *self.state.lock().unwrap() = Some(state);
-    }
-}
-
 /// Run the watcher for as long as the mount lives.
 pub async fn run<M: Mds>(core: Arc<Core<M>>, kernel: Arc<dyn KernelCache>) {
-    let status = core.watch.clone();
+    let status = core.watcher().clone();
     core.wait_for_first_read().await;
-    status.set(WatchState::Watching);
+    status.set(WatcherPhase::Watching);
     let mut last: Option<(Value, String)> = None;
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
@@ -117,11 +81,14 @@ pub async fn run<M: Mds>(core: Arc<Core<M>>, kernel: Arc<dyn KernelCache>) {
                     info!("the change watcher is back");
                     failing = false;
                 }
-                status.set(WatchState::Watching);
+                status.set(WatcherPhase::Watching);
                 let changed = match &last {
                     Some((old, _)) => apply(&core, &kernel, &diff(old, &dump)).await,
                     None => false,
                 };
+                if changed {
+                    status.changed();
+                }
                 let waited = last.is_some();
                 last = Some((dump, etag));
                 if waited && !changed && started.elapsed() < TOO_SOON {
@@ -141,7 +108,7 @@ pub async fn run<M: Mds>(core: Arc<Core<M>>, kernel: Arc<dyn KernelCache>) {
                     warn!("change watcher: {e}; retrying with backoff");
                     failing = true;
                 }
-                status.set(WatchState::Retrying(e.to_string()));
+                status.failed(&e);
                 let pause = jitter(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 pause

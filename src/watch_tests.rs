@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
@@ -210,13 +211,13 @@ async fn dropping_a_change_refetches_it_and_tells_the_kernel_which_names_to_forg
 async fn the_watcher_waits_for_a_first_read_and_backs_off_when_the_server_misbehaves() {
     let (mds, core) = core(FakeMds::with_tree(&[("project/project-id", "p")]));
     let core = Arc::new(core);
-    let status = core.watch.clone();
+    let status = core.watcher().clone();
     let kernel: Arc<dyn KernelCache> = Arc::new(Recorder::default());
     tokio::time::pause();
     let task = tokio::spawn(run(core.clone(), kernel));
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(mds.total_requests(), 0, "nothing read, nothing asked");
-    assert_eq!(status.get(), WatchState::Idle);
+    assert_eq!(status.snapshot().phase, WatcherPhase::NotStarted);
     walk(&core, "project/project-id").await;
     let read = mds.total_requests();
     // The fake MDS has no ETags: every dump is refused, and retried ever more slowly.
@@ -224,7 +225,9 @@ async fn the_watcher_waits_for_a_first_read_and_backs_off_when_the_server_misbeh
     let polls = mds.requests("?recursive=true&alt=json");
     assert!((5..=30).contains(&polls), "{polls} polls in 10 minutes");
     assert_eq!(mds.total_requests() - read, polls);
-    assert!(matches!(status.get(), WatchState::Retrying(_)), "{:?}", status.get());
+    let state = status.snapshot();
+    assert_eq!(state.phase, WatcherPhase::Retrying, "{state:?}");
+    assert!(state.last_error.is_some());
     task.abort();
 }
 
@@ -284,6 +287,6 @@ async fn a_server_that_does_not_hold_the_request_is_not_polled_in_a_loop() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     let polls = mds.0.load(std::sync::atomic::Ordering::SeqCst);
     assert!((5..=30).contains(&polls), "{polls} polls in 10 minutes");
-    assert_eq!(core.watch.get(), WatchState::Watching);
+    assert_eq!(core.watcher().snapshot().phase, WatcherPhase::Watching);
     task.abort();
 }

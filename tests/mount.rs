@@ -38,6 +38,7 @@ fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
         .collect();
     if dir.is_empty() {
         expected.push("service-accounts".into());
+        expected.push(".metadatafs".into());
     }
     for extra in ["access_token", "authorization"] {
         if names.contains(&extra.to_string()) {
@@ -49,7 +50,7 @@ fn walk(mount: &Mount, emu: &Emulator, dir: &str, files: &mut usize) {
     for name in names {
         let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
         let meta = std::fs::symlink_metadata(mount.path(&path)).unwrap();
-        if meta.is_symlink() {
+        if meta.is_symlink() || path == ".metadatafs" {
             continue;
         }
         if meta.is_dir() {
