@@ -48,7 +48,9 @@ fn status_has_every_field_and_moves_as_reads_happen() {
     assert_eq!(before["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(before["endpoint"], emu.addr);
     assert_eq!(before["transport"], "http");
-    assert_eq!(before["watcher"]["state"], "not started");
+    // Listing the root was the first read: the change watcher starts with it.
+    let state = before["watcher"]["state"].as_str().unwrap();
+    assert!(["not started", "watching"].contains(&state), "{state}");
     assert!(before["uptime_seconds"].is_u64() && before["started_at"].is_string());
     for field in ["entries", "max_entries", "bytes", "hits", "misses", "evictions", "stale_served"]
     {
@@ -129,7 +131,8 @@ fn one_open_sees_one_rendering_and_the_next_open_a_fresh_one() {
     // Every open renders anew, at whatever size it now has: never a stale page-cached copy.
     let second = status(&mount);
     assert_eq!(second["tokens"][0]["path"], TOKEN);
-    assert!(n(&second["cache"]["hits"]) >= n(&first["cache"]["hits"]) + 19);
+    // Warm reads are the kernel's page cache now; the first read of the value was a miss.
+    assert!(n(&second["cache"]["misses"]) > n(&first["cache"]["misses"]), "{second:#}");
     let families = metrics(&mount);
     assert_eq!(families["metadatafs_token_expires_in_seconds"].samples.len(), 1);
 }
@@ -151,7 +154,8 @@ fn metrics_are_prometheus_text_with_counters_and_a_latency_histogram() {
     let count = latency.value("metadatafs_mds_request_duration_seconds_count", &[]);
     assert!(count >= 3.0, "{count}");
     let requests = &families["metadatafs_mds_requests_total"];
-    assert_eq!(requests.value("metadatafs_mds_requests_total", &[("code", "200")]), count);
+    // Every request is counted; the watcher's long-polls are left out of the latencies.
+    assert!(requests.value("metadatafs_mds_requests_total", &[("code", "200")]) >= count);
     assert_eq!(families["metadatafs_mds_up"].value("metadatafs_mds_up", &[]), 1.0);
     let version = [("version", env!("CARGO_PKG_VERSION"))];
     assert_eq!(families["metadatafs_build_info"].value("metadatafs_build_info", &version), 1.0);
@@ -161,8 +165,14 @@ fn metrics_are_prometheus_text_with_counters_and_a_latency_histogram() {
     let expires = &families["metadatafs_token_expires_in_seconds"];
     let left = expires.value("metadatafs_token_expires_in_seconds", &[("path", TOKEN)]);
     assert!((3000.0..=3600.0).contains(&left), "{left}");
+    // Something was read, so the change watcher runs; one state at a time.
     let watcher = &families["metadatafs_watcher_state"];
-    assert_eq!(watcher.value("metadatafs_watcher_state", &[("state", "not started")]), 1.0);
+    assert_eq!(watcher.samples.iter().map(|s| s.2).sum::<f64>(), 1.0);
+    common::eventually("the watcher to be watching", common::DEADLINE, || {
+        let families = metrics(&mount);
+        let watcher = &families["metadatafs_watcher_state"];
+        (watcher.value("metadatafs_watcher_state", &[("state", "watching")]) == 1.0).then_some(())
+    });
 }
 
 #[test]
