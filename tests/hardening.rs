@@ -30,15 +30,7 @@ fn bash_as_nobody(script: &str) -> std::process::Child {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
+            .pre_exec(common::become_nobody)
             .spawn()
             .unwrap()
     }

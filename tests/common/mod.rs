@@ -294,23 +294,25 @@ impl Drop for Mount {
     }
 }
 
+/// For `pre_exec`: the child becomes user `nobody` (uid/gid 65534, no supplementary groups).
+/// Only async-signal-safe calls, as between fork and exec.
+pub fn become_nobody() -> std::io::Result<()> {
+    // SAFETY: plain system calls on no memory of ours.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(65534) != 0
+            || libc::setuid(65534) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Run a command as user `nobody` (uid/gid 65534): (exit ok, stderr).
 pub fn as_nobody(program: &str, args: &[&Path]) -> (bool, String) {
     use std::os::unix::process::CommandExt;
-    let output = unsafe {
-        Command::new(program)
-            .args(args)
-            .pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-            .output()
-            .unwrap()
-    };
+    let output =
+        unsafe { Command::new(program).args(args).pre_exec(become_nobody).output().unwrap() };
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
