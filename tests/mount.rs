@@ -175,6 +175,7 @@ fn warm_reads_send_no_requests() {
     let mount = Mount::start(&emu.addr, &[]);
     mount.read("project/project-id").unwrap();
     mount.read(TOKEN).unwrap();
+    emu.settle();
     let before = emu.total_count();
     for _ in 0..200 {
         mount.read("project/project-id").unwrap();

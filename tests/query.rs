@@ -43,6 +43,7 @@ fn bad_query_names_fail_with_einval_and_send_nothing() {
     // Warm the directories the names live in, so only the names themselves could be sent.
     mount.read("instance/zone").unwrap();
     std::fs::read_dir(mount.path(ACCOUNT)).unwrap().for_each(drop);
+    emu.settle();
     let before = emu.total_count();
     let einval = [
         "instance/zone?foo=bar",

@@ -66,6 +66,7 @@ fn a_guest_attribute_round_trip_is_seen_by_the_metadata_server() {
     // Names: letters, digits, _ and - only, checked before anything is sent.
     std::fs::read_dir(mount.path(GA)).unwrap().for_each(drop);
     std::fs::read_dir(mount.path(&format!("{GA}/hostkeys"))).unwrap().for_each(drop);
+    emu.settle();
     let before = emu.total_count();
     assert_eq!(errno(std::fs::create_dir(mount.path(&format!("{GA}/bad.ns")))), libc::EINVAL);
     let bad_key = std::fs::write(mount.path(&format!("{GA}/hostkeys/a.b")), "x");

@@ -98,6 +98,16 @@ impl Emulator {
         counters[format!("/computeMetadata/v1/{path}")].as_u64().unwrap_or(0)
     }
 
+    /// Wait until the change watcher has sent its first dump and holds its long-poll open, and
+    /// no other request is under way: a test can then count requests without the watcher's.
+    pub fn settle(&self) {
+        eventually("the watcher's long-poll and a quiet server", DEADLINE, || {
+            let before = self.total_count();
+            std::thread::sleep(Duration::from_millis(200));
+            (self.count("") >= 2 && self.total_count() == before).then_some(())
+        });
+    }
+
     pub fn total_count(&self) -> u64 {
         let (_, body) = self.control("GET", "counters", "");
         let counters: serde_json::Value = serde_json::from_str(&body).expect("counters JSON");
