@@ -45,8 +45,13 @@ enum Answer {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Read { key: usize, answer: Answer },
+    Read {
+        key: usize,
+        answer: Answer,
+    },
     Advance(u64),
+    /// Forget the key (what a write through this mount does to what it changed).
+    Invalidate(usize),
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
@@ -61,6 +66,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..KEYS.len(), answer()).prop_map(|(key, answer)| Op::Read { key, answer }),
         1 => prop_oneof![Just(1u64), Just(4), Just(5), Just(6), Just(60)].prop_map(Op::Advance),
+        1 => (0..KEYS.len()).prop_map(Op::Invalidate),
     ]
 }
 
@@ -165,6 +171,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance(secs) => {
                 clock.advance(Duration::from_secs(secs));
                 model.now += secs * 1000;
+            }
+            Op::Invalidate(key) => {
+                cache.invalidate(KEYS[key]);
+                model.slots.retain(|slot| slot.key != key);
             }
             Op::Read { key, answer } => {
                 let fetched = Arc::new(AtomicBool::new(false));
