@@ -109,6 +109,19 @@ impl Token {
     /// An identity token (a JWT) fetched from `path`: valid until its `exp` claim. It is new on
     /// every request (reference/metadata-api.md §5.3), so the slot's refresh always replaces it.
     pub fn parse_identity(path: &str, body: &[u8], requested: Instant) -> Result<Token> {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Token::parse_identity_at(path, body, requested, unix_now)
+    }
+
+    /// [`Token::parse_identity`] with the wall clock's Unix time given, so tests can pin it.
+    fn parse_identity_at(
+        path: &str,
+        body: &[u8],
+        requested: Instant,
+        unix_now: i64,
+    ) -> Result<Token> {
         use base64::Engine;
         let misconfigured = |reason: &str| Error::Misconfigured {
             path: path.into(),
@@ -128,9 +141,6 @@ impl Token {
         }
         let claims: Claims =
             serde_json::from_slice(&payload).map_err(|_| misconfigured("no exp claim"))?;
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         let left = claims.exp.saturating_sub(unix_now);
         if left > MAX_LIFETIME.as_secs() as i64 {
             return Err(misconfigured("exp out of range"));

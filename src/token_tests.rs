@@ -271,3 +271,41 @@ async fn an_account_keeps_at_most_sixteen_scope_sets_least_recently_used_dropped
     tokens.get(&path(1)).await.unwrap();
     assert_eq!(mds.requests(&path(1)), 2, "a dropped set is fetched again");
 }
+
+#[test]
+fn identity_lifetimes_are_checked_at_their_bounds() {
+    use base64::Engine;
+    const NOW: i64 = 1_800_000_000;
+    let jwt = |exp: i64| {
+        let payload = format!(r#"{{"aud":"a","exp":{exp}}}"#);
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
+        format!("eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln")
+    };
+    let parse =
+        |body: &str| Token::parse_identity_at("p/identity", body.as_bytes(), Instant::now(), NOW);
+    let day = MAX_LIFETIME.as_secs() as i64;
+    assert!(parse(&jwt(NOW + day)).is_ok(), "a day is the longest a token lives");
+    assert!(matches!(parse(&jwt(NOW + day + 1)), Err(Error::Misconfigured { .. })));
+    let requested = Instant::now();
+    let soon = Token::parse_identity_at("p/identity", jwt(NOW + 1).as_bytes(), requested, NOW);
+    assert_eq!(soon.unwrap().expiry().instant() - requested, Duration::from_secs(1));
+    assert!(matches!(parse(&jwt(NOW)), Err(Error::Unavailable { .. })), "expired");
+    for bad in ["", "no dots here", "a.b c.d", "a.%%%.c"] {
+        assert!(matches!(parse(bad), Err(Error::Misconfigured { .. })), "{bad:?}");
+    }
+}
+
+#[test]
+fn tags_tell_tokens_apart_and_are_never_zero() {
+    let token = |t: &str| {
+        let body = format!(r#"{{"access_token":"{t}","expires_in":100}}"#);
+        Token::parse(PATH, body.as_bytes(), Instant::now()).unwrap()
+    };
+    let tags: Vec<u64> = ["ya29.a", "ya29.b", "ya29.c", "ya29.d"].map(|t| token(t).tag()).to_vec();
+    assert_eq!(tags[0], token("ya29.a").tag(), "the same token, the same tag");
+    for (i, tag) in tags.iter().enumerate() {
+        // 0 is what a value that is no token carries (tree.rs).
+        assert_eq!(tag & 1, 1, "{tag}");
+        assert!(tags[i + 1..].iter().all(|other| other != tag), "{tags:?}");
+    }
+}
