@@ -116,16 +116,23 @@ pub fn name_of(dir: &[String], key: &str) -> Option<String> {
     if !plain {
         return None;
     }
-    let mut name = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
+    let name = dashed(key);
+    crate::tree::listable(&name).then_some(name)
+}
+
+/// `numericProjectId` → `numeric-project-id`: how the MDS names a camelCase dump key as a path
+/// (the emulator serves its fixtures by the same rule).
+pub(crate) fn dashed(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
         if c.is_ascii_uppercase() {
-            name.push('-');
-            name.push(c.to_ascii_lowercase());
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
         } else {
-            name.push(c);
+            out.push(c);
         }
     }
-    crate::tree::listable(&name).then_some(name)
+    out
 }
 
 /// Every path the dump names (directories and values; an array is one path), with whether

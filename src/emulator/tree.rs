@@ -51,19 +51,8 @@ pub(crate) enum SetError {
     Empty,
 }
 
-/// `numericProjectId` → `numeric-project-id`.
-pub(crate) fn dashed(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 4);
-    for c in camel.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('-');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// `numericProjectId` → `numeric-project-id`: the same rule the watcher maps dumps with.
+pub(crate) use crate::dump::dashed;
 
 /// `numeric-project-id` → `numericProjectId`.
 pub(crate) fn camel(dashed: &str) -> String {
