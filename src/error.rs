@@ -89,6 +89,19 @@ impl Error {
     }
 }
 
+/// The error's chain of causes in one line: reqwest's own message is often just
+/// "error sending request".
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use log::log;
 
 use crate::error::{Error, Result};
 use crate::fs::{Attr, Caching, Core, Entry, FileType};
-use crate::mds::Mds;
+use crate::upstream::mds::Mds;
 
 #[derive(Debug)]
 pub struct FuseFs<M> {
@@ -178,8 +178,8 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         }
         // A miss while the directory is being listed: `ls -l` is about to look up every name
         // in turn, so fetch them together.
-        if self.core.should_prefetch(parent.0) {
-            self.runtime.spawn(self.core.clone().prefetch(parent.0));
+        if let Some(prefetch) = self.core.prefetch(parent.0) {
+            self.runtime.spawn(prefetch);
         }
         let (core, name) = (self.core.clone(), name.to_owned());
         self.runtime.spawn(async move {
@@ -263,7 +263,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     ) {
         let (core, data) = (self.core.clone(), data.to_vec());
         self.runtime.spawn(async move {
-            match core.write(fh.0, offset, &data).await {
+            match core.writes().write(fh.0, offset, &data).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -279,13 +279,13 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        if !self.core.flush_sends(fh.0) {
+        if !self.core.writes().flush_sends(fh.0) {
             reply.ok();
             return;
         }
         let core = self.core.clone();
         self.runtime.spawn(async move {
-            match core.flush(fh.0).await {
+            match core.writes().flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("close", &e)),
             }
@@ -302,10 +302,10 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if self.core.has_unsent(fh.0) {
+        if self.core.writes().has_unsent(fh.0) {
             let core = self.core.clone();
             self.runtime.spawn(async move {
-                core.send_unsent(fh.0).await;
+                core.writes().send_unsent(fh.0).await;
                 core.release(fh.0);
             });
         } else {
@@ -423,7 +423,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         self.runtime.spawn(async move {
             let result = match size {
                 Some(size) => core.truncate(ino.0, fh, size, uid).await,
-                None => core.touch(ino.0, fh, uid).await,
+                None => core.touch(ino.0, uid),
             };
             match result {
                 Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),

@@ -1,33 +1,26 @@
 //! metadatafs: the GCE metadata server as a FUSE filesystem, and a faithful emulator of it.
 //!
-//! Layers, each behind a small seam: `fuse` (kernel adapter) → `fs` (the core, plain async
-//! functions) → `cache`/`token` (freshness, no I/O of their own) → `mds` (the HTTP client).
+//! The layers, top to bottom (docs/architecture.md draws them; imports only run downward):
+//! - [`cli`]: the command line and the mount(8) helper, folded into a plain config;
+//! - [`service`]: the daemon's lifecycle, logging, the mount table, the change watcher task;
+//! - [`fuse`]: the kernel adapter, one call into the core per operation;
+//! - [`fs`]: the core, which composes the parts that say what each file holds;
+//! - [`token`] and [`cache`]: freshness, with no I/O of their own;
+//! - [`upstream`]: the metadata server client behind a trait, its transport and credentials;
+//! - [`stats`], [`error`], [`clock`], [`paths`]: foundations any layer may use.
+//!
+//! [`emulator`] stands beside them: a faithful local metadata server, used by the tests and by
+//! `--emulate`.
 
 pub mod cache;
-pub mod channel;
 pub mod cli;
 pub mod clock;
-mod content;
-pub mod daemon;
-pub mod dump;
 pub mod emulator;
 pub mod error;
 pub mod fs;
 pub mod fuse;
-pub mod logging;
-pub mod mds;
-pub mod mount_helper;
-pub mod mounts;
-pub mod mtls;
-pub mod perms;
-pub mod query;
+pub mod paths;
+pub mod service;
 pub mod stats;
-pub mod status;
 pub mod token;
-pub mod transport;
-pub mod tree;
-pub mod watch;
-pub mod write;
-
-#[cfg(test)]
-mod testing;
+pub mod upstream;

@@ -2,15 +2,18 @@
 
 use std::process::ExitCode;
 
-use metadatafs::logging::{self, Target};
-use metadatafs::mount_helper::Helper;
+use metadatafs::cli::mount_helper::Helper;
+use metadatafs::service::logging::{self, Target};
 
 fn main() -> ExitCode {
     // Installed as /sbin/mount.fuse.metadatafs, mount(8) calls us with its own conventions.
-    match metadatafs::mount_helper::translate(std::env::args_os().collect()) {
+    match metadatafs::cli::mount_helper::translate(
+        std::env::args_os().collect(),
+        metadatafs::service::daemon::is_background_child(),
+    ) {
         Some(Helper::Fake) => return ExitCode::SUCCESS,
         Some(Helper::Run(args)) => {
-            eprintln!("metadatafs: {}", metadatafs::mount_helper::exec(args));
+            eprintln!("metadatafs: {}", metadatafs::cli::mount_helper::exec(args));
             return ExitCode::FAILURE;
         }
         None => {}
@@ -24,7 +27,7 @@ fn main() -> ExitCode {
     };
     let target = match &config.log_file {
         Some(path) => Target::File(path.clone()),
-        None if metadatafs::daemon::is_background_child() => Target::Syslog,
+        None if metadatafs::service::daemon::is_background_child() => Target::Syslog,
         None => Target::Stderr,
     };
     if let Err(e) = logging::init(&target) {
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
         eprintln!("metadatafs: log_file {path}: {e}");
         return ExitCode::FAILURE;
     }
-    match metadatafs::daemon::run(config) {
+    match metadatafs::service::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("metadatafs: {e:#}");

@@ -11,22 +11,9 @@ use hyper::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::handler::{text_at, State};
 use super::http::{Request, Response, JSON};
+use super::state::{text_at, Fault, State};
 use super::tokens::Millis;
-
-/// An injected fault, as posted to `/emulator/faults`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Fault {
-    pub(crate) prefix: String,
-    pub(crate) status: Option<u16>,
-    pub(crate) remaining: Option<u64>,
-    pub(crate) latency: Duration,
-    pub(crate) drop: bool,
-    pub(crate) no_flavor: bool,
-    /// Replaces the body of the normal response (e.g. undecodable token JSON).
-    pub(crate) body: Option<String>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,19 +25,6 @@ struct FaultSpec {
     drop: Option<bool>,
     no_flavor: Option<bool>,
     body: Option<String>,
-}
-
-/// The fault that applies to a request for `path`, consuming one use of it.
-pub(crate) fn take_fault(faults: &mut Vec<Fault>, path: &str) -> Option<Fault> {
-    let i = faults.iter().position(|f| path.starts_with(&f.prefix))?;
-    let fault = faults[i].clone();
-    if let Some(n) = &mut faults[i].remaining {
-        *n -= 1;
-        if *n == 0 {
-            faults.remove(i);
-        }
-    }
-    Some(fault)
 }
 
 pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Response {

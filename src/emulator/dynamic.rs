@@ -14,8 +14,8 @@
 
 use hyper::Method;
 
-use super::handler::{text_at, Action, State};
 use super::http::{error_page, error_text, not_found, truthy, Request, Response, JSON, TEXT};
+use super::state::{text_at, Action, State};
 use super::tokens::{InstanceClaims, Millis};
 use super::tree::{Leaf, Node};
 

@@ -11,68 +11,16 @@
 //! (§3.2); a slash after a leaf, unknown keys and bad indices are 404 (§3.5); `recursive` and `alt`
 //! (§3.3, §3.4); `wait_for_change`, `last_etag`, `timeout_sec` (§4).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hyper::Method;
-use tokio::sync::watch;
 
-use super::control::{self, Fault};
+use super::control;
 use super::dynamic;
 use super::http::{error_page, error_text, not_found, Request, Response, JSON, TEXT};
-use super::tokens::{Millis, Tokens};
-use super::tree::{etag, Leaf, Node};
-
-/// Everything the emulator knows; the server keeps it behind one mutex.
-#[derive(Debug)]
-pub(crate) struct State {
-    pub(crate) tree: Node,
-    pub(crate) tokens: Tokens,
-    pub(crate) faults: Vec<Fault>,
-    pub(crate) counters: BTreeMap<String, u64>,
-    /// When the emulated instance was "created" (identity `instance_creation_timestamp`).
-    pub(crate) started: Millis,
-    /// When recent guest-attribute writes arrived, for the MDS's rate limit (§6).
-    pub(crate) guest_writes: std::collections::VecDeque<Millis>,
-    changes: watch::Sender<u64>,
-}
-
-impl State {
-    pub(crate) fn new(tree: Node, lifetime: Duration, window: Duration, now: Millis) -> State {
-        State {
-            tree,
-            tokens: Tokens::new(lifetime, window),
-            faults: Vec::new(),
-            counters: BTreeMap::new(),
-            started: now,
-            guest_writes: std::collections::VecDeque::new(),
-            changes: watch::channel(0).0,
-        }
-    }
-
-    /// Records that the tree changed: hanging `wait_for_change` requests re-check their ETag.
-    pub(crate) fn changed(&mut self) {
-        self.changes.send_modify(|v| *v += 1);
-    }
-
-    /// A receiver that wakes on the next change (subscribe *before* calling [`serve`]).
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
-    }
-}
-
-#[derive(Debug)]
-pub(crate) enum Action {
-    Respond(Response),
-    /// Hang until the tree changes or `timeout` passes, then `serve` again (the request
-    /// [`pinned`] to `etag`, the version it is waiting to see change).
-    Wait {
-        timeout: Option<Duration>,
-        etag: String,
-    },
-    /// Close the connection without answering (an injected fault).
-    Drop,
-}
+use super::state::{take_fault, Action, Fault, State};
+use super::tokens::Millis;
+use super::tree::{etag, Node};
 
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -95,7 +43,7 @@ pub(crate) fn handle(st: &mut State, req: &Request, now: Millis) -> Reply {
         return Reply::now(Action::Respond(control::handle(st, req, now)));
     }
     *st.counters.entry(req.path.clone()).or_default() += 1;
-    let fault = control::take_fault(&mut st.faults, &req.path);
+    let fault = take_fault(&mut st.faults, &req.path);
     let action = match &fault {
         Some(f) if f.drop => Action::Drop,
         Some(Fault { body: Some(body), status, .. }) => {
@@ -267,13 +215,4 @@ pub(crate) fn redirect(target: &str, req: &Request) -> Response {
     let host = req.header_value("host").unwrap_or("metadata.google.internal");
     Response::mds(301, "text/html", format!("{target}\n"))
         .with("location", format!("http://{host}{target}"))
-}
-
-/// The leaf text at `segs`, if any.
-pub(crate) fn text_at(st: &State, segs: &[&str]) -> Option<String> {
-    match st.tree.get(segs)? {
-        Node::Leaf(Leaf::List(items)) => Some(items.join("\n")),
-        Node::Leaf(l) => Some(l.text()),
-        _ => None,
-    }
 }

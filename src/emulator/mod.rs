@@ -21,6 +21,7 @@ mod fixture;
 mod handler;
 mod http;
 mod server;
+mod state;
 mod tls;
 mod tokens;
 mod tree;
@@ -105,7 +106,7 @@ impl Emulator {
         };
         let tls_dir = tls.as_ref().map(|t| t.dir().to_path_buf());
         let state =
-            handler::State::new(tree, config.token_lifetime, config.cache_window, server::now_ms());
+            state::State::new(tree, config.token_lifetime, config.cache_window, server::now_ms());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("metadatafs-emulator")

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use hyper::Method;
 
-use super::handler::{handle, pinned, serve, Action, State};
+use super::handler::{handle, pinned, serve};
 use super::http::{Request, Response};
+use super::state::{Action, State};
 use super::tests::{md, respond, state, T0};
 
 fn put(st: &mut State, path: &str, value: &str) -> Response {

@@ -18,8 +18,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{oneshot, watch};
 
-use super::handler::{handle, pinned, serve, Action, State};
+use super::handler::{handle, pinned, serve};
 use super::http::{parse_query, Request, Response};
+use super::state::{Action, State};
 use super::tls::{not_enabled, Tls};
 use super::tokens::Millis;
 

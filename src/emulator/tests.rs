@@ -5,8 +5,9 @@ use std::time::Duration;
 use hyper::Method;
 
 use super::fixture::{parse, BUILTIN};
-use super::handler::{handle, Action, State};
+use super::handler::handle;
 use super::http::{Request, Response};
+use super::state::{Action, State};
 
 pub(super) const T0: u64 = 1_800_000_000_000;
 const V1: &str = "/computeMetadata/v1";

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{Request, Response, JSON};
-use crate::mtls::{CLIENT_FILE, ROOT_FILE, SERVER_NAME};
+use crate::upstream::mtls::{CLIENT_FILE, ROOT_FILE, SERVER_NAME};
 
 /// How long replaced client credentials stay valid unless the rotation says otherwise.
 const DEFAULT_GRACE: Duration = Duration::from_secs(60);
@@ -107,7 +107,7 @@ impl Tls {
         let server_cert =
             params.signed_by(&server_key, &ca).map_err(|e| err("server certificate", e))?;
 
-        let provider = crate::mtls::crypto_provider();
+        let provider = crate::upstream::mtls::crypto_provider();
         let mut roots = RootCertStore::empty();
         roots.add(ca_cert.der().clone()).map_err(|e| err("CA certificate", e))?;
         let state = Arc::new(Mutex::new(State::default()));

@@ -52,7 +52,7 @@ pub(crate) enum SetError {
 }
 
 /// `numericProjectId` → `numeric-project-id`: the same rule the watcher maps dumps with.
-pub(crate) use crate::dump::dashed;
+pub(crate) use crate::paths::dashed;
 
 /// `numeric-project-id` → `numericProjectId`.
 pub(crate) fn camel(dashed: &str) -> String {

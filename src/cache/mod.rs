@@ -1,0 +1,393 @@
+//! The value cache: TTL per entry, LRU-bounded, single-flight, stale-if-error. No FUSE, no HTTP.
+//!
+//! Invariants:
+//! - At most `capacity` keys; each key holds at most one value, so memory is bounded by
+//!   `capacity × max_value` (the MDS client refuses larger bodies).
+//! - Concurrent readers of a missing or expired key cause one fetch: they queue on the key's
+//!   fill lock and the first one's result serves the rest, failures included (so a hundred
+//!   readers during an outage wait out one `timeout`, not a hundred in a row), and even when
+//!   it is already stale (`ttl=0`).
+//! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
+//!   value if there is one, which is then held for a short grace period so an outage does not
+//!   make every read wait out the timeout. Permanent failures are never papered over.
+//! - Once any refresh has failed, for `STALE_GRACE` every other expired key that has a last
+//!   good value serves it at once and is refreshed in the background (stale-while-revalidate,
+//!   RFC 5861), so a path whose directories all expired during a storm waits out one `timeout`,
+//!   not one per directory. A success ends that at once; a key whose background refresh
+//!   succeeds is fresh again, so a single failing path never keeps the others stale.
+//! - A value served stale at once is held for `STALE_HOLD`, and what its background refresh
+//!   brings takes over only then: a value never changes while it is valid, so the size a
+//!   lookup hands the kernel is the size an `open` right after it reads.
+//! - Lock order: the LRU mutex is never held across an await or while taking a slot's locks.
+//! - A fetch that was under way when [`Cache::expire`] ran may have fetched what was just
+//!   declared stale: its value is stored already expired (and still returned to its readers).
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::warn;
+use lru::LruCache;
+
+use crate::clock::{Expiry, SharedClock};
+use crate::error::{Error, Result};
+
+/// The longest a stale value is served after a failed refresh before the MDS is asked again,
+/// and how long after any failed refresh expired keys are served stale at once.
+const STALE_GRACE: Duration = Duration::from_secs(5);
+/// How long a value served stale at once stays as it is, while its refresh runs behind it: as
+/// long as a short `ttl`, so expiry edges (where a kernel-cached size can meet a newer value)
+/// come no more often than without the storm.
+const STALE_HOLD: Duration = Duration::from_secs(1);
+
+/// How many bytes a cached value holds, for the status counters.
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
+/// One fetch at a time per key, and its failure shared with those who waited for it.
+#[derive(Debug, Default)]
+pub(crate) struct Flight {
+    /// Held while fetching; holds the last fetch's failure.
+    lock: tokio::sync::Mutex<Option<Error>>,
+    /// Fetches finished, so a waiter can tell whether one ended while it waited.
+    finished: AtomicU64,
+}
+
+/// A turn to fetch. [`Turn::shared_outcome`] tells how the fetch that ended while we waited
+/// ended, if one did; [`Turn::finish`] records how ours ended.
+pub(crate) struct Turn<'a> {
+    flight: &'a Flight,
+    guard: tokio::sync::MutexGuard<'a, Option<Error>>,
+    seen: u64,
+}
+
+impl Flight {
+    pub(crate) async fn turn(&self) -> Turn<'_> {
+        let seen = self.finished.load(Ordering::SeqCst);
+        let guard = self.lock.lock().await;
+        Turn { flight: self, guard, seen }
+    }
+
+    /// A turn if nobody is fetching now.
+    pub(crate) fn try_turn(&self) -> Option<Turn<'_>> {
+        let seen = self.finished.load(Ordering::SeqCst);
+        let guard = self.lock.try_lock().ok()?;
+        Some(Turn { flight: self, guard, seen })
+    }
+}
+
+impl Turn<'_> {
+    pub(crate) fn shared_outcome(&self) -> Option<Result<(), Error>> {
+        let waited_on_one = self.flight.finished.load(Ordering::SeqCst) != self.seen;
+        waited_on_one.then(|| self.guard.clone().map_or(Ok(()), Err))
+    }
+
+    pub(crate) fn finish<T>(mut self, result: &Result<T>) {
+        *self.guard = result.as_ref().err().cloned();
+        self.flight.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry<V> {
+    pub value: V,
+    pub expiry: Expiry,
+}
+
+#[derive(Debug)]
+struct Slot<V> {
+    fill: Flight,
+    entry: Mutex<Option<Entry<V>>>,
+    /// A background refresh's value, waiting for the held stale `entry` to expire.
+    /// Lock order: `entry`, then `next`.
+    next: Mutex<Option<Entry<V>>>,
+    /// Dropped from the LRU: a fetch that finishes later hands its value to its readers but
+    /// keeps none here, so `entries` and `bytes` count only what the cache can still serve.
+    evicted: AtomicBool,
+}
+
+/// Counters for the status file, kept where they happen.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Reads answered from a fresh value.
+    pub hits: AtomicU64,
+    /// Reads that had to fetch.
+    pub misses: AtomicU64,
+    /// Keys holding a value (or a remembered 404).
+    pub entries: AtomicUsize,
+    pub bytes: AtomicUsize,
+    /// Keys dropped to stay within `max_entries`.
+    pub evictions: AtomicU64,
+    /// Reads answered with the last good value after a failed fetch.
+    pub stale_served: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Cache<V> {
+    slots: Mutex<LruCache<String, Arc<Slot<V>>>>,
+    shared: Arc<Shared>,
+    pub stats: Arc<CacheStats>,
+}
+
+/// What a background refresh needs besides its slot.
+#[derive(Debug)]
+struct Shared {
+    clock: SharedClock,
+    /// Until when expired keys are served stale at once: set by a failed refresh, cleared by
+    /// a successful one.
+    failing_until: Mutex<Option<Expiry>>,
+    /// Bumped by every `expire`.
+    generation: AtomicU64,
+}
+
+impl Shared {
+    fn failing(&self) -> bool {
+        let until = self.failing_until.lock().unwrap();
+        until.is_some_and(|until| !until.is_expired(&*self.clock))
+    }
+}
+
+impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
+    pub fn new(capacity: usize, clock: SharedClock) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        let shared = Arc::new(Shared {
+            clock,
+            failing_until: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        });
+        Cache { slots: Mutex::new(LruCache::new(capacity)), shared, stats: Arc::default() }
+    }
+
+    /// The value for `key`, from cache while fresh, else from `fetch`, which returns the value
+    /// and how long it stays fresh. The fetch may run in the background (see the module docs),
+    /// hence `'static`.
+    pub async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Entry<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, Duration)>> + Send + 'static,
+    {
+        let slot = self.slot(key);
+        if let Some(entry) = self.fresh(&slot) {
+            return Ok(entry);
+        }
+        if self.shared.failing() {
+            let stale = slot.entry.lock().unwrap().clone();
+            if let Some(mut stale) = stale {
+                stale.expiry = Expiry::from_now(&*self.shared.clock, STALE_HOLD);
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                store(&self.stats, &slot, Some(stale.clone()));
+                self.revalidate(slot, fetch());
+                return Ok(stale);
+            }
+        }
+        let turn = slot.fill.turn().await;
+        if let Some(entry) = self.fresh(&slot) {
+            return Ok(entry);
+        }
+        // Whoever we queued behind fetched for us, whatever the TTL (even `ttl=0`).
+        match turn.shared_outcome() {
+            Some(Err(err)) => return Err(err),
+            Some(Ok(())) => {
+                if let Some(entry) = slot.entry.lock().unwrap().clone() {
+                    return Ok(entry);
+                }
+            }
+            None => {}
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let result = settle(&self.shared, &self.stats, &slot, generation, fetch().await);
+        turn.finish(&result);
+        result
+    }
+
+    /// Refresh `slot` in the background unless someone is already fetching it.
+    fn revalidate<Fut>(&self, slot: Arc<Slot<V>>, fetch: Fut)
+    where
+        Fut: Future<Output = Result<(V, Duration)>> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, stats) = (self.shared.clone(), self.stats.clone());
+        let generation = shared.generation.load(Ordering::SeqCst);
+        runtime.spawn(async move {
+            let Some(turn) = slot.fill.try_turn() else {
+                return;
+            };
+            stats.misses.fetch_add(1, Ordering::Relaxed);
+            let result = settle(&shared, &stats, &slot, generation, fetch.await);
+            turn.finish(&result);
+        });
+    }
+
+    /// The value held for `key`, fresh or not, without counting a hit or touching LRU order.
+    pub fn peek(&self, key: &str) -> Option<V> {
+        let slot = self.slots.lock().unwrap().peek(key).cloned()?;
+        let entry = slot.entry.lock().unwrap();
+        entry.as_ref().map(|e| e.value.clone())
+    }
+
+    /// The entry for `key` if it is cached and fresh, without waiting for anything: what the
+    /// FUSE thread answers from directly.
+    pub fn get_now(&self, key: &str) -> Option<Entry<V>> {
+        let slot = self.slots.lock().unwrap().get(key).cloned()?;
+        self.fresh(&slot)
+    }
+
+    /// Whether `key` holds a fresh value, without counting a hit.
+    pub fn is_fresh(&self, key: &str) -> bool {
+        let slot = self.slots.lock().unwrap().peek(key).cloned();
+        slot.is_some_and(|slot| {
+            let entry = slot.entry.lock().unwrap();
+            entry.as_ref().is_some_and(|e| !e.expiry.is_expired(&*self.shared.clock))
+        })
+    }
+
+    /// Mark every key `matches` accepts as expired: the next read fetches it again. The
+    /// values stay, so a failed refetch can still serve the last good one; a background
+    /// refresh waiting to take over is dropped (it was fetched before this).
+    pub fn expire(&self, mut matches: impl FnMut(&str) -> bool) -> usize {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let slots: Vec<Arc<Slot<V>>> = {
+            let slots = self.slots.lock().unwrap();
+            slots.iter().filter(|(key, _)| matches(key)).map(|(_, slot)| slot.clone()).collect()
+        };
+        let now = Expiry::now(&*self.shared.clock);
+        for slot in &slots {
+            let mut entry = slot.entry.lock().unwrap();
+            if let Some(entry) = entry.as_mut() {
+                entry.expiry = entry.expiry.min(now);
+            }
+            slot.next.lock().unwrap().take();
+        }
+        slots.len()
+    }
+
+    /// Forget `key`: the next read fetches it. A fetch in flight still answers its waiters.
+    pub fn invalidate(&self, key: &str) {
+        let slot = self.slots.lock().unwrap().pop(key);
+        if let Some(slot) = slot {
+            store(&self.stats, &slot, None);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.lock().unwrap().len()
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot<V>> {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot {
+            fill: Flight::default(),
+            entry: Mutex::new(None),
+            next: Mutex::new(None),
+            evicted: AtomicBool::new(false),
+        });
+        if let Some((_, evicted)) = slots.push(key.to_string(), slot.clone()) {
+            drop(slots);
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            evicted.evicted.store(true, Ordering::SeqCst);
+            store(&self.stats, &evicted, None);
+        }
+        slot
+    }
+
+    /// The fresh entry, if any; a held stale value that expired gives way to its refresh here.
+    fn fresh(&self, slot: &Slot<V>) -> Option<Entry<V>> {
+        let clock = &*self.shared.clock;
+        let mut entry = slot.entry.lock().unwrap();
+        if entry.as_ref().is_none_or(|e| e.expiry.is_expired(clock)) {
+            if let Some(next) = slot.next.lock().unwrap().take() {
+                let old = entry.replace(next);
+                account(&self.stats, entry.as_ref(), old.as_ref());
+            }
+        }
+        let fresh = entry.as_ref().filter(|e| !e.expiry.is_expired(clock)).cloned();
+        if fresh.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        fresh
+    }
+}
+
+/// Store what a fetch brought: the value; after a transient failure the last good value held
+/// for [`STALE_GRACE`] (and the cache marked failing); a permanent failure as it is.
+fn settle<V: Clone + Weight>(
+    shared: &Shared,
+    stats: &CacheStats,
+    slot: &Slot<V>,
+    generation: u64,
+    fetched: Result<(V, Duration)>,
+) -> Result<Entry<V>> {
+    let clock = &*shared.clock;
+    match fetched {
+        Ok((value, ttl)) => {
+            *shared.failing_until.lock().unwrap() = None;
+            // Expired while it was fetched: what it brought may be what was declared stale.
+            let overtaken = shared.generation.load(Ordering::SeqCst) != generation;
+            let ttl = if overtaken { Duration::ZERO } else { ttl };
+            let entry = Entry { value, expiry: Expiry::from_now(clock, ttl) };
+            let mut current = slot.entry.lock().unwrap();
+            if slot.evicted.load(Ordering::SeqCst) {
+                // Nobody can find this slot any more: its readers get the value, it keeps none.
+            } else if current.as_ref().is_some_and(|held| !held.expiry.is_expired(clock)) {
+                // A stale value is held: this one takes over when it expires.
+                *slot.next.lock().unwrap() = Some(entry.clone());
+            } else {
+                let old = current.replace(entry.clone());
+                account(stats, current.as_ref(), old.as_ref());
+            }
+            Ok(entry)
+        }
+        Err(err) if err.is_transient() => {
+            *shared.failing_until.lock().unwrap() = Some(Expiry::from_now(clock, STALE_GRACE));
+            let stale = slot.entry.lock().unwrap().clone();
+            let Some(mut entry) = stale else {
+                return Err(err);
+            };
+            warn!("{err}; serving the last good value");
+            stats.stale_served.fetch_add(1, Ordering::Relaxed);
+            entry.expiry = Expiry::from_now(clock, STALE_GRACE);
+            store(stats, slot, Some(entry.clone()));
+            Ok(entry)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Replace the slot's entry (`None` on eviction, which also drops a waiting refresh).
+fn store<V: Weight>(stats: &CacheStats, slot: &Slot<V>, new: Option<Entry<V>>) {
+    let mut entry = slot.entry.lock().unwrap();
+    if new.is_none() {
+        slot.next.lock().unwrap().take();
+    }
+    let new = new.filter(|_| !slot.evicted.load(Ordering::SeqCst));
+    let old = std::mem::replace(&mut *entry, new);
+    account(stats, entry.as_ref(), old.as_ref());
+}
+
+fn account<V: Weight>(stats: &CacheStats, new: Option<&Entry<V>>, old: Option<&Entry<V>>) {
+    match (new.is_some(), old.is_some()) {
+        (true, false) => stats.entries.fetch_add(1, Ordering::Relaxed),
+        (false, true) => stats.entries.fetch_sub(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    stats.bytes.fetch_add(new.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
+    stats.bytes.fetch_sub(old.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+#[path = "model.rs"]
+mod model;
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,68 @@
+//! What the core answers the adapter with: attributes, entries and how long the kernel may
+//! keep them, directory entries, and how an open file is to be cached. Plain data, so the
+//! core runs in a unit test without a kernel.
+
+use std::time::{Duration, SystemTime};
+
+use crate::fs::perms::Permissions;
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub ttl: Duration,
+    /// How long a 404 is remembered.
+    pub negative_ttl: Duration,
+    pub refresh_margin: Duration,
+    pub max_entries: usize,
+    pub permissions: Permissions,
+    /// `scoped_tokens`: query names with `scopes=` and writes to `<account>/scopes`.
+    pub scoped_tokens: bool,
+    /// `token_scopes`, canonical: the scopes of every account's `token` until one is written.
+    pub token_scopes: Option<Vec<String>>,
+    /// `guest_attributes`: writes under `instance/guest-attributes/`.
+    pub guest_attributes: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    Directory,
+    RegularFile,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileType,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// mtime and ctime: when this mount first saw the bytes (the mount time for directories).
+    pub mtime: SystemTime,
+}
+
+/// An attribute and how long the kernel may keep it (`ttl`), and from a lookup, how long it
+/// may keep the name → inode mapping (`entry_ttl`, what is left of the parent's listing). They
+/// differ for token files: the name is as stable as its directory, the size is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+    pub entry_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileType,
+    pub name: String,
+}
+
+/// How the kernel should treat an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caching {
+    /// Keep the inode's pages: its bytes never change.
+    KeepCache,
+    /// Every read comes to us: the handle's bytes differ from open to open (`token`).
+    Direct,
+}

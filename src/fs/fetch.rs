@@ -1,0 +1,148 @@
+//! What the value cache holds for a path ([`Cached`]) and how it is fetched ([`Fetcher`]).
+//!
+//! A fetcher owns what it needs (the client and the TTLs), so the cache can also run it in
+//! the background (stale-while-revalidate). A value's `seen` time (its mtime) is when this
+//! mount first saw its current bytes: a refetch that brings the same bytes keeps the old time,
+//! so `make` and `find -newer` see real changes only, including same-size ones.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::cache::Weight;
+use crate::error::{Error, Result};
+use crate::fs::listing;
+use crate::fs::node::{Child, Content, Version};
+use crate::upstream::mds::Mds;
+
+/// What the value cache holds for a path. `Debug` shows sizes, never bytes: values may be
+/// secrets.
+#[derive(Clone)]
+pub(crate) enum Cached {
+    Listing(Arc<Vec<Child>>),
+    Value(Bytes, SystemTime),
+    Missing,
+    /// A permanent failure (EFBIG, no `Metadata-Flavor`, 400, 403, …), remembered like a 404 so
+    /// that no local user can turn syscalls into requests against the MDS's rate limit.
+    Failed(Error),
+}
+
+impl Weight for Cached {
+    fn weight(&self) -> usize {
+        match self {
+            Cached::Listing(children) => children.iter().map(|c| c.name.len() + 1).sum(),
+            Cached::Value(bytes, _) => bytes.len(),
+            Cached::Missing | Cached::Failed(_) => 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cached::Listing(children) => write!(f, "Listing({} entries)", children.len()),
+            Cached::Value(bytes, _) => write!(f, "Value({} bytes)", bytes.len()),
+            Cached::Missing => write!(f, "Missing"),
+            Cached::Failed(err) => write!(f, "Failed({err})"),
+        }
+    }
+}
+
+/// Fetches a value or listing for the cache.
+#[derive(Debug)]
+pub(crate) struct Fetcher<M> {
+    pub(crate) mds: Arc<M>,
+    pub(crate) ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+}
+
+impl<M: Mds> Fetcher<M> {
+    /// `previous` is the value held before, if any: the same bytes keep their `seen` time.
+    pub(crate) async fn value(
+        self,
+        path: String,
+        previous: Option<(Bytes, SystemTime)>,
+    ) -> Result<(Cached, Duration)> {
+        match self.mds.get(&path).await {
+            Ok(bytes) => {
+                let seen = match previous {
+                    Some((old, seen)) if old == bytes => seen,
+                    _ => SystemTime::now(),
+                };
+                Ok((Cached::Value(bytes, seen), self.ttl))
+            }
+            Err(e) => self.negative(e),
+        }
+    }
+
+    /// A 404 or another permanent failure, cached for `negative_ttl`; a transient one is
+    /// left to the cache's stale-if-error.
+    fn negative(&self, err: Error) -> Result<(Cached, Duration)> {
+        match err {
+            Error::NotFound => Ok((Cached::Missing, self.negative_ttl)),
+            e if e.is_transient() => Err(e),
+            e => Ok((Cached::Failed(e), self.negative_ttl)),
+        }
+    }
+
+    /// An unchanged listing keeps its `previous` `Arc`, so directory handles opened across
+    /// refreshes (or on every fetch with `ttl=0`) still share one copy.
+    pub(crate) async fn listing(
+        self,
+        key: String,
+        previous: Option<Arc<Vec<Child>>>,
+    ) -> Result<(Cached, Duration)> {
+        let body = match self.mds.get(&key).await {
+            Ok(body) => body,
+            Err(e) => return self.negative(e),
+        };
+        let Some(children) = listing::parse(&key, &body) else {
+            let reason = "directory listing is not UTF-8".into();
+            return self.negative(Error::Misconfigured { path: key, reason });
+        };
+        let listing = match previous {
+            Some(previous) if *previous == children => previous,
+            _ => Arc::new(children),
+        };
+        Ok((Cached::Listing(listing), self.ttl))
+    }
+}
+
+pub(crate) fn listing_of(
+    cached: Cached,
+    validity: Duration,
+) -> Result<(Arc<Vec<Child>>, Duration)> {
+    match cached {
+        Cached::Listing(children) => Ok((children, validity)),
+        Cached::Failed(err) => Err(err),
+        _ => Err(Error::NotFound),
+    }
+}
+
+pub(crate) fn value_content(
+    cached: Cached,
+    validity: Duration,
+    mounted_at: SystemTime,
+) -> Result<Content> {
+    match cached {
+        // A listed key the MDS answers only with parameters (`identity` wants an audience): it
+        // exists, so `ls -l` shows it; opening it says why it can't.
+        Cached::Failed(Error::BadRequest { .. }) => Ok(Content {
+            version: Version {
+                bytes: Bytes::new(),
+                seen: mounted_at,
+                tag: 0,
+                readable: false,
+                rendered: false,
+            },
+            validity: Duration::ZERO,
+        }),
+        Cached::Value(bytes, seen) => Ok(Content {
+            version: Version { bytes, seen, tag: 0, readable: true, rendered: false },
+            validity,
+        }),
+        Cached::Failed(err) => Err(err),
+        _ => Err(Error::NotFound),
+    }
+}
