@@ -326,7 +326,7 @@ fn pin_to_one_cpu() -> Option<usize> {
 }
 
 fn main() {
-    metadatafs::mtls::crypto_provider();
+    metadatafs::upstream::mtls::crypto_provider();
     let pinned = pin_to_one_cpu();
     let emulator = Emulator::start(EmulatorConfig::default()).expect("emulator");
     let addr = emulator.addr().to_string();

@@ -312,7 +312,7 @@ fn every_name_the_dump_spells_maps_to_a_path_the_server_serves() {
         let (status, body) = emu.get("?recursive=true&alt=json");
         assert_eq!(status, 200);
         let dump: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let paths = metadatafs::dump::paths(&dump);
+        let paths = metadatafs::upstream::dump::paths(&dump);
         assert!(paths.len() > 40, "{}", paths.len());
         for (path, certain) in paths {
             assert!(certain, "{path}: no certain name");
