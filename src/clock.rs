@@ -102,6 +102,14 @@ impl Expiry {
     }
 }
 
+/// Between half and one and a half times `base`, so that many clients retrying after the same
+/// MDS hiccup do not come back in lockstep.
+pub fn jitter(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(Instant::now()) % 1000;
+    base / 2 + base * random as u32 / 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +133,13 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(expiry.is_expired(&clock));
         assert_eq!(expiry.remaining(&clock), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_one_and_a_half() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(j >= Duration::from_millis(50) && j <= Duration::from_millis(150), "{j:?}");
+        }
     }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::{Cache, CacheStats};
 use crate::clock::{Expiry, SharedClock};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fs::fetch::{listing_of, value_content, Cached, Fetcher};
-use crate::fs::listing::{self, child_kind, listing_key};
+use crate::fs::listing::{self, child_kind, find, listing_key};
 use crate::fs::node::{Child, Content, Kind, STATUS_DIR};
 use crate::fs::perms::is_account_scopes;
 use crate::paths;
@@ -94,6 +94,21 @@ impl<M: Mds> Contents<M> {
         let fetch = || self.fetcher().listing(key.clone(), self.last_listing(dir));
         let entry = self.cache.get(&key, fetch).await?;
         listing_of(entry.value, entry.expiry.remaining(&*self.clock))
+    }
+
+    /// Whether `path` is a directory the MDS lists (to check options against the real tree).
+    pub(crate) async fn is_dir(&self, path: &str) -> Result<bool> {
+        let mut dir = String::new();
+        for name in path.split('/') {
+            let found =
+                self.listing(&dir).await.and_then(|(children, _)| find(&dir, &children, name));
+            match found {
+                Ok(node) if node.kind == Kind::Dir => dir = node.path,
+                Ok(_) | Err(Error::NotFound) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// `dir`'s last fetched listing, fresh or not, without counting a cache hit.

@@ -4,7 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::fs::node::{Kind, Node, Version};
 use crate::fs::perms::Permissions;
+
+/// How long the kernel may keep a file inode's attributes: they never change (tree.rs).
+const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -65,4 +69,27 @@ pub enum Caching {
     KeepCache,
     /// Every read comes to us: the handle's bytes differ from open to open (`token`).
     Direct,
+}
+
+/// A file's attributes are its version's; a directory's and a symlink's never change
+/// (whether they still exist is the parent listing's business, which caps the entry TTL).
+pub(crate) fn attr(
+    config: &FsConfig,
+    mounted_at: SystemTime,
+    ino: u64,
+    node: &Node,
+    version: Option<&Version>,
+) -> (Attr, Duration) {
+    let (perm, gid) = config.permissions.mode(&node.path, &node.kind);
+    let (kind, size, mtime, ttl) = match (&node.kind, version) {
+        (Kind::Dir, _) => (FileType::Directory, 0, mounted_at, config.ttl),
+        (Kind::Symlink(target), _) => {
+            (FileType::Symlink, target.len() as u64, mounted_at, config.ttl)
+        }
+        (Kind::Status(_), Some(v)) => (FileType::RegularFile, v.size(), v.seen, Duration::ZERO),
+        (_, Some(v)) => (FileType::RegularFile, v.size(), v.seen, IMMUTABLE_TTL),
+        (_, None) => (FileType::RegularFile, 0, mounted_at, Duration::ZERO),
+    };
+    let attr = Attr { ino, kind, size, perm, uid: config.permissions.uid, gid, mtime };
+    (attr, ttl)
 }

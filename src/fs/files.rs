@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::fs::contents::Contents;
+use crate::fs::contents::{Contents, Freshness};
+use crate::fs::entry::FsConfig;
 use crate::fs::listing::{find, path_needs_parameters};
 use crate::fs::node::{Content, Form, Kind, Node, StatusFile, Target, Version};
 use crate::fs::perms::is_account_scopes;
@@ -19,7 +20,7 @@ use crate::fs::scopes::Scopes;
 use crate::fs::status::{self, Board};
 use crate::fs::token_files;
 use crate::fs::waits::Waits;
-use crate::fs::write::Writes;
+use crate::fs::write::{Allowed, Writes};
 use crate::paths;
 use crate::token::Tokens;
 use crate::upstream::mds::Mds;
@@ -39,6 +40,38 @@ pub(crate) struct Files<M> {
 }
 
 impl<M: Mds> Files<M> {
+    /// The parts, wired: each is handed the client, cache, clock or token store it needs.
+    pub(crate) fn new(mds: Arc<M>, config: &FsConfig, clock: SharedClock) -> Self {
+        let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), config.refresh_margin));
+        let freshness = Freshness {
+            ttl: config.ttl,
+            negative_ttl: config.negative_ttl,
+            max_entries: config.max_entries,
+            guest_attributes: config.guest_attributes,
+        };
+        let contents = Arc::new(Contents::new(mds.clone(), clock.clone(), freshness));
+        let scopes = Arc::new(Scopes::new(config.token_scopes.clone()));
+        let allowed = Allowed {
+            owner: config.permissions.uid,
+            scoped_tokens: config.scoped_tokens,
+            guest_attributes: config.guest_attributes,
+        };
+        let (tokens2, contents2, scopes2) = (tokens.clone(), contents.clone(), scopes.clone());
+        let writes = Writes::new(mds.clone(), tokens2, contents2, scopes2, clock.clone(), allowed);
+        Files {
+            waits: Waits::new(mds.clone()),
+            board: status::Board::new(&*clock),
+            writes: Arc::new(writes),
+            scoped_tokens: config.scoped_tokens,
+            max_entries: config.max_entries,
+            mds,
+            contents,
+            tokens,
+            scopes,
+            clock,
+        }
+    }
+
     /// A file's current version, if it can be told without waiting.
     pub(crate) fn content_now(&self, node: &Node) -> Option<Result<Content>> {
         let mounted_at = self.contents.mounted_at;
@@ -48,7 +81,7 @@ impl<M: Mds> Files<M> {
                 Some(Ok(Content::unfetched(mounted_at)))
             }
             Kind::Value if self.scoped_tokens && is_account_scopes(&node.path) => {
-                self.writes.scopes_content_now(&node.path)
+                self.scopes.content_now(&self.contents, &node.path)
             }
             Kind::Value => self.contents.value_now(&node.path),
             Kind::Token | Kind::AccessToken | Kind::Authorization => {
@@ -67,7 +100,7 @@ impl<M: Mds> Files<M> {
         }
         match &node.kind {
             Kind::Value if self.scoped_tokens && is_account_scopes(&node.path) => {
-                self.writes.scopes_content(&node.path).await
+                self.scopes.content(&self.contents, &node.path).await
             }
             Kind::Value => self.contents.value(&node.path).await,
             Kind::Token | Kind::AccessToken | Kind::Authorization => {

@@ -1,8 +1,5 @@
-//! The filesystem core: lookup, getattr, readdir, open and read as plain async functions that
-//! return our own types or an [`Error`]. `fuse.rs` adapts them to the kernel; unit tests drive
-//! them directly against an in-memory MDS.
-//!
-//! [`Core`] owns the names (inodes, tree.rs) and the open handles (handles.rs), and composes
+//! The filesystem core: lookup, getattr, readdir, open and read as plain functions returning
+//! our own types or an [`Error`]; the adapter (fuse/) replies with them. [`Core`] owns the names (inodes, tree.rs) and the open handles (handles.rs), and composes
 //! the parts that say what a file holds: [`Files`] (files.rs) dispatches to the mirror's
 //! contents, the token store, the write-through, waiting reads and the status files. None of
 //! them sees the core: each is handed the client, cache, clock or token store it needs.
@@ -25,6 +22,7 @@
 
 mod contents;
 mod entry;
+mod epoch;
 mod fetch;
 mod files;
 mod guest;
@@ -41,20 +39,20 @@ mod waits;
 mod write;
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use self::contents::{Contents, Freshness};
+use self::entry::attr;
 pub use self::entry::{Attr, Caching, DirEntry, Entry, FileType, FsConfig};
+pub use self::epoch::Epoch;
 use self::files::Files;
 use self::handles::{DirHandle, Handles};
 use self::listing::find;
 use self::node::{Kind, Node, Version, STATUS_DIR};
-use self::scopes::Scopes;
 use self::tree::Inodes;
-use self::write::{Allowed, Writes};
+use self::write::Writes;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::paths;
@@ -63,49 +61,18 @@ use crate::token::Tokens;
 use crate::upstream::dump::Changes;
 use crate::upstream::mds::Mds;
 
-/// How long the kernel may keep a file inode's attributes: they never change (tree.rs).
-const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
-
 #[derive(Debug)]
 pub struct Core<M> {
     config: FsConfig,
     files: Files<M>,
     inodes: Mutex<Inodes>,
     handles: Handles,
-    /// How many times the watcher dropped changes; held (read) while replying to a lookup.
-    changes: RwLock<u64>,
+    changes: Epoch,
 }
 
 impl<M: Mds> Core<M> {
     pub fn new(mds: Arc<M>, config: FsConfig, clock: SharedClock) -> Self {
-        let tokens = Arc::new(Tokens::new(mds.clone(), clock.clone(), config.refresh_margin));
-        let freshness = Freshness {
-            ttl: config.ttl,
-            negative_ttl: config.negative_ttl,
-            max_entries: config.max_entries,
-            guest_attributes: config.guest_attributes,
-        };
-        let contents = Arc::new(Contents::new(mds.clone(), clock.clone(), freshness));
-        let scopes = Arc::new(Scopes::new(config.token_scopes.clone()));
-        let allowed = Allowed {
-            owner: config.permissions.uid,
-            scoped_tokens: config.scoped_tokens,
-            guest_attributes: config.guest_attributes,
-        };
-        let (tokens2, contents2, scopes2) = (tokens.clone(), contents.clone(), scopes.clone());
-        let writes = Writes::new(mds.clone(), tokens2, contents2, scopes2, clock.clone(), allowed);
-        let files = Files {
-            waits: waits::Waits::new(mds.clone()),
-            board: status::Board::new(&*clock),
-            writes: Arc::new(writes),
-            scoped_tokens: config.scoped_tokens,
-            max_entries: config.max_entries,
-            mds,
-            contents,
-            tokens,
-            scopes,
-            clock,
-        };
+        let files = Files::new(mds, &config, clock);
         let (inodes, handles, changes) = Default::default();
         Core { config, files, inodes, handles, changes }
     }
@@ -128,30 +95,27 @@ impl<M: Mds> Core<M> {
             Some(Ok(Some(_))) => return None,
             _ => {}
         }
-        let (dir, name) = match self.lookup_target(parent, name) {
-            Ok(target) => target,
-            Err(e) => return Some(Err(e)),
-        };
+        self.lookup_cached(parent, name).transpose()
+    }
+
+    fn lookup_cached(&self, parent: u64, name: &OsStr) -> Result<Option<Entry>> {
+        let (dir, name) = self.lookup_target(parent, name)?;
         if dir.is_empty() && name == STATUS_DIR {
             // Without the root listing: the status matters most when the MDS cannot give one.
             let node = Node { path: name.into(), kind: Kind::Dir };
-            return Some(Ok(self.enter(node, None, self.config.ttl)));
+            return Ok(Some(self.enter(node, None, self.config.ttl)));
         }
-        let answer = self
-            .listing_now(&dir)?
-            .and_then(|(children, validity)| Ok((find(&dir, &children, name)?, validity)));
-        let (node, listing_validity) = match answer {
-            Ok(found) => found,
-            Err(e) => return Some(Err(e)),
-        };
+        let Some(listing) = self.listing_now(&dir) else { return Ok(None) };
+        let (children, validity) = listing?;
+        let node = find(&dir, &children, name)?;
         let content = match node.kind {
             Kind::Dir | Kind::Symlink(_) => None,
-            _ => match self.files.content_now(&node)? {
-                Ok(content) => Some(content),
-                Err(e) => return Some(Err(e)),
+            _ => match self.files.content_now(&node) {
+                Some(content) => Some(content?),
+                None => return Ok(None),
             },
         };
-        Some(Ok(self.enter(node, content, listing_validity)))
+        Ok(Some(self.enter(node, content, validity)))
     }
 
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
@@ -196,7 +160,8 @@ impl<M: Mds> Core<M> {
             None => (None, listing),
         };
         let ino = self.inodes.lock().unwrap().lookup(node.clone(), version.clone());
-        let (attr, ttl) = self.attr(ino, &node, version.as_deref());
+        let (attr, ttl) =
+            attr(&self.config, self.files.contents.mounted_at, ino, &node, version.as_deref());
         Entry { attr, ttl, entry_ttl }
     }
 
@@ -214,23 +179,14 @@ impl<M: Mds> Core<M> {
     /// Never fetches: an inode's attributes are fixed when it is looked up.
     pub fn getattr(&self, ino: u64) -> Result<Entry> {
         let (node, version) = self.inodes.lock().unwrap().get(ino)?;
-        let (attr, ttl) = self.attr(ino, &node, version.as_deref());
+        let (attr, ttl) =
+            attr(&self.config, self.files.contents.mounted_at, ino, &node, version.as_deref());
         Ok(Entry { attr, ttl, entry_ttl: ttl })
     }
 
     /// Whether `path` is a directory the MDS lists (to check options against the real tree).
     pub async fn is_dir(&self, path: &str) -> Result<bool> {
-        let mut dir = String::new();
-        for name in path.split('/') {
-            let found =
-                self.listing(&dir).await.and_then(|(children, _)| find(&dir, &children, name));
-            match found {
-                Ok(node) if node.kind == Kind::Dir => dir = node.path,
-                Ok(_) | Err(Error::NotFound) => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        self.files.contents.is_dir(path).await
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -341,9 +297,7 @@ impl<M: Mds> Core<M> {
         if let Some(bytes) = self.handles.read(fh, offset, size) {
             return Ok(bytes);
         }
-        let bytes = self.files.writes.read(fh).ok_or(Error::Stale)?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        Ok(bytes.slice(start..start.saturating_add(size as usize).min(bytes.len())))
+        self.files.writes.read(fh, offset, size).ok_or(Error::Stale)
     }
 
     pub fn release(&self, fh: u64) {
@@ -354,24 +308,6 @@ impl<M: Mds> Core<M> {
 
     fn node(&self, ino: u64) -> Result<Node> {
         Ok(self.inodes.lock().unwrap().get(ino)?.0)
-    }
-
-    /// A file's attributes are its version's; a directory's and a symlink's never change
-    /// (whether they still exist is the parent listing's business, which caps the entry TTL).
-    fn attr(&self, ino: u64, node: &Node, version: Option<&Version>) -> (Attr, Duration) {
-        let (perm, gid) = self.config.permissions.mode(&node.path, &node.kind);
-        let mounted_at = self.files.contents.mounted_at;
-        let (kind, size, mtime, ttl) = match (&node.kind, version) {
-            (Kind::Dir, _) => (FileType::Directory, 0, mounted_at, self.config.ttl),
-            (Kind::Symlink(target), _) => {
-                (FileType::Symlink, target.len() as u64, mounted_at, self.config.ttl)
-            }
-            (Kind::Status(_), Some(v)) => (FileType::RegularFile, v.size(), v.seen, Duration::ZERO),
-            (_, Some(v)) => (FileType::RegularFile, v.size(), v.seen, IMMUTABLE_TTL),
-            (_, None) => (FileType::RegularFile, 0, mounted_at, Duration::ZERO),
-        };
-        let attr = Attr { ino, kind, size, perm, uid: self.config.permissions.uid, gid, mtime };
-        (attr, ttl)
     }
 
     /// The write-through (write.rs), for the operations that need no inode: write, flush, the
@@ -403,11 +339,8 @@ impl<M: Mds> Core<M> {
     /// `mkdir instance/guest-attributes/NS`.
     pub async fn mkdir(&self, parent: u64, name: &OsStr, uid: u32) -> Result<Entry> {
         let node = self.files.writes.mkdir(&self.node(parent)?, name, uid)?;
-        Ok(Entry {
-            ttl: Duration::ZERO,
-            entry_ttl: Duration::ZERO,
-            ..self.enter(node, None, Duration::ZERO)
-        })
+        let entry = self.enter(node, None, Duration::ZERO);
+        Ok(Entry { ttl: Duration::ZERO, ..entry })
     }
 
     /// `create NS/KEY`: a new guest attribute, empty until it is sent at close; the next lookup
@@ -446,23 +379,10 @@ impl<M: Mds> Core<M> {
         self.files.contents.wait_for_first_read().await;
     }
 
-    /// The count of changes dropped so far: take it before a lookup, and [`Core::settle`] it
+    /// The count of changes the watcher dropped (epoch.rs): taken before a lookup, settled
     /// when replying.
-    pub fn change_epoch(&self) -> u64 {
-        *self.changes.read().unwrap()
-    }
-
-    /// Hold the returned guard while replying to a lookup whose answer was made since
-    /// `epoch`. If the watcher dropped changes meanwhile, the answer may be one of them: the
-    /// kernel gets the name without a TTL, so it asks again. Holding the guard orders the
-    /// reply before the watcher's next invalidation, which it would otherwise be able to
-    /// overtake (and leave a stale name cached for the whole TTL).
-    pub fn settle(&self, epoch: u64, entry: &mut Entry) -> RwLockReadGuard<'_, u64> {
-        let guard = self.changes.read().unwrap();
-        if *guard != epoch {
-            entry.entry_ttl = Duration::ZERO;
-        }
-        guard
+    pub fn changes(&self) -> &Epoch {
+        &self.changes
     }
 
     /// Expire every cached value and listing `changes` touches, and say which names the kernel
@@ -471,7 +391,7 @@ impl<M: Mds> Core<M> {
         let subtrees = self.files.contents.drop_changed(changes);
         // From here on, lookups answered from before the expiry reply without a TTL
         // (`settle`); those that replied already hold their inodes, listed below.
-        *self.changes.write().unwrap() += 1;
+        self.changes.advance();
         self.inodes.lock().unwrap().names_under(&subtrees)
     }
 }

@@ -4,9 +4,16 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::fs::contents::Contents;
+use crate::fs::fetch::{value_content, Cached};
+use crate::fs::node::Content;
 use crate::fs::query::scoped_token_path;
+use crate::upstream::mds::Mds;
 
 #[derive(Debug, Default)]
 pub(crate) struct Scopes {
@@ -30,6 +37,41 @@ impl Scopes {
             Some(written) => written.clone(),
             None => self.mount_default.clone(),
         }
+    }
+
+    /// `<account>/scopes` while `scoped_tokens` is on, if it can be told without waiting: the
+    /// scopes in effect, one per line as the MDS writes them, or the MDS's own when none were
+    /// set. Never cached by the kernel: a write changes it.
+    pub(crate) fn content_now<M: Mds>(
+        &self,
+        contents: &Contents<M>,
+        path: &str,
+    ) -> Option<Result<Content>> {
+        let account_dir = path.trim_end_matches("/scopes");
+        match self.in_effect(account_dir) {
+            Some(scopes) => {
+                let bytes = Bytes::from(scopes.join("\n") + "\n");
+                let mounted_at = contents.mounted_at;
+                let seen = self.set_at().unwrap_or(mounted_at);
+                Some(value_content(Cached::Value(bytes, seen), Duration::ZERO, mounted_at))
+            }
+            None => {
+                let content = contents.value_now(path)?;
+                Some(content.map(|c| Content { validity: Duration::ZERO, ..c }))
+            }
+        }
+    }
+
+    pub(crate) async fn content<M: Mds>(
+        &self,
+        contents: &Contents<M>,
+        path: &str,
+    ) -> Result<Content> {
+        if let Some(now) = self.content_now(contents, path) {
+            return now;
+        }
+        let content = contents.value(path).await?;
+        Ok(Content { validity: Duration::ZERO, ..content })
     }
 
     /// When they were last written, if ever.

@@ -21,7 +21,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use log::info;
@@ -29,9 +28,8 @@ use log::info;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::fs::contents::Contents;
-use crate::fs::fetch::{value_content, Cached};
 use crate::fs::guest::{check_guest_name, guest_key, is_guest_dir, Pacer, GUEST_ATTRIBUTES};
-use crate::fs::node::{Child, Content, Kind, Node};
+use crate::fs::node::{Child, Kind, Node};
 use crate::fs::perms::is_account_scopes;
 use crate::fs::query;
 use crate::fs::scopes::Scopes;
@@ -101,33 +99,6 @@ impl<M: Mds> Writes<M> {
         Writes { mds, tokens, contents, scopes, clock, allowed, open, namespaces, pacer }
     }
 
-    /// `<account>/scopes` while `scoped_tokens` is on, if it can be told without waiting: the
-    /// scopes in effect, one per line as the MDS writes them, or the MDS's own when none were
-    /// set. Never cached by the kernel: a write changes it.
-    pub(crate) fn scopes_content_now(&self, path: &str) -> Option<Result<Content>> {
-        let account_dir = path.trim_end_matches("/scopes");
-        match self.scopes.in_effect(account_dir) {
-            Some(scopes) => {
-                let bytes = Bytes::from(scopes.join("\n") + "\n");
-                let mounted_at = self.contents.mounted_at;
-                let seen = self.scopes.set_at().unwrap_or(mounted_at);
-                Some(value_content(Cached::Value(bytes, seen), Duration::ZERO, mounted_at))
-            }
-            None => {
-                let content = self.contents.value_now(path)?;
-                Some(content.map(|c| Content { validity: Duration::ZERO, ..c }))
-            }
-        }
-    }
-
-    pub(crate) async fn scopes_content(&self, path: &str) -> Result<Content> {
-        if let Some(now) = self.scopes_content_now(path) {
-            return now;
-        }
-        let content = self.contents.value(path).await?;
-        Ok(Content { validity: Duration::ZERO, ..content })
-    }
-
     /// `dir`'s listing with the namespaces made by `mkdir` that the MDS does not list yet.
     pub(crate) fn with_new_namespaces(
         &self,
@@ -185,7 +156,9 @@ impl<M: Mds> Writes<M> {
         let what = self.target(node, uid)?;
         let current = match (truncate, &what) {
             (true, _) => None,
-            (false, Target::Scopes { .. }) => self.scopes_content(&node.path).await.ok(),
+            (false, Target::Scopes { .. }) => {
+                self.scopes.content(&self.contents, &node.path).await.ok()
+            }
             (false, Target::Guest { path }) => self.contents.value(path).await.ok(),
         };
         let bytes = current.map(|c| c.version.bytes.to_vec()).unwrap_or_default();
@@ -193,8 +166,12 @@ impl<M: Mds> Writes<M> {
     }
 
     /// What a read through write handle `fh` sees: what was written so far.
-    pub(crate) fn read(&self, fh: u64) -> Option<Bytes> {
-        self.open.lock().unwrap().get(&fh).map(|p| Bytes::copy_from_slice(&p.bytes))
+    pub(crate) fn read(&self, fh: u64, offset: u64, size: u32) -> Option<Bytes> {
+        let open = self.open.lock().unwrap();
+        let bytes = &open.get(&fh)?.bytes;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        Some(Bytes::copy_from_slice(&bytes[start..end]))
     }
 
     pub(crate) async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {

@@ -5,4 +5,5 @@
 pub mod daemon;
 pub mod logging;
 pub mod mounts;
+mod readiness;
 pub mod watch;

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use serde_json::Value;
 
+use crate::clock::jitter;
 use crate::fs::Core;
 use crate::stats::WatcherPhase;
-use crate::upstream::mds::{jitter, Mds};
+use crate::upstream::mds::Mds;
 
 pub use crate::upstream::dump::{diff, Changes};
 

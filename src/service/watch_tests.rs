@@ -235,16 +235,16 @@ async fn the_watcher_waits_for_a_first_read_and_backs_off_when_the_server_misbeh
 async fn a_lookup_answered_across_a_drop_gets_no_ttl() {
     let (_, core) = core(FakeMds::with_tree(&[("project/project-id", "p")]));
     walk(&core, "project").await;
-    let epoch = core.change_epoch();
+    let epoch = core.changes().current();
     let mut entry =
         core.lookup(walk(&core, "project").await, OsStr::new("project-id")).await.unwrap();
     assert!(entry.entry_ttl > Duration::ZERO);
     let mut unchanged = entry.clone();
-    drop(core.settle(epoch, &mut unchanged));
+    drop(core.changes().settle(epoch, &mut unchanged));
     assert_eq!(unchanged.entry_ttl, entry.entry_ttl, "nothing dropped meanwhile");
     let changes = Changes { subtrees: set(&["project/project-id"]), listings: BTreeSet::new() };
     core.drop_changed(&changes);
-    drop(core.settle(epoch, &mut entry));
+    drop(core.changes().settle(epoch, &mut entry));
     assert_eq!(entry.entry_ttl, Duration::ZERO);
 }
 

@@ -13,18 +13,20 @@
 //! Token bytes live only in [`Token`], whose `Debug` is redacted; no log line carries them.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use serde::Deserialize;
 
 use crate::cache::Flight;
 use crate::clock::{Expiry, SharedClock};
 use crate::error::{Error, Result};
 use crate::upstream::mds::Mds;
+
+mod bearer;
+
+pub use self::bearer::{is_b64token, Token, MIN_LEFT};
 
 /// How soon to ask again when the MDS answered a refresh with the token we already had, or
 /// failed to answer it.
@@ -33,170 +35,12 @@ pub const REPOLL: Duration = Duration::from_secs(10);
 /// read fetches one. Each refresh holds one of the account's limited tokens
 /// (reference/metadata-api.md §5.2).
 pub const IDLE: Duration = Duration::from_secs(3600);
-/// Longer than any real token lives: a bigger `expires_in` means the endpoint is not an MDS.
-const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// A token with less left than this is never served: by the time a caller has read it, built
-/// a request and sent it, it would have expired (and `expires_in` 0 tells a client nothing).
-pub const MIN_LEFT: Duration = Duration::from_secs(5);
 /// How long a permanent token failure (undecodable body, 403) is answered from memory, as the
 /// value cache does for 404s: no local user can turn reads into a request storm.
 pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
 /// Scope sets one account keeps at once: each holds one of the account's limited tokens
 /// (SPEC §2.3; the GCE docs name 600 and `SERVICE_ACCOUNT_TOO_MANY_TOKENS`).
 pub const MAX_SCOPE_SETS: usize = 16;
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token {
-    access_token: String,
-    token_type: String,
-    expiry: Expiry,
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token").field("access_token", &"<redacted>").finish_non_exhaustive()
-    }
-}
-
-#[derive(Deserialize)]
-struct TokenJson {
-    access_token: String,
-    expires_in: i64,
-    #[serde(default = "bearer")]
-    token_type: String,
-}
-
-fn bearer() -> String {
-    "Bearer".into()
-}
-
-impl Token {
-    /// Parse the MDS token response fetched from `path`. An undecodable body means the endpoint
-    /// is not a real MDS; the error names the path, never the body.
-    /// `requested` is when the request was sent: the MDS counted `expires_in` from no earlier
-    /// than that, so anchoring there never believes a token lives longer than it does.
-    pub fn parse(path: &str, body: &[u8], requested: Instant) -> Result<Token> {
-        let misconfigured = |reason: &str| Error::Misconfigured {
-            path: path.into(),
-            reason: format!("undecodable token JSON ({reason})"),
-        };
-        let json: TokenJson = serde_json::from_slice(body).map_err(|e| {
-            // serde's message can quote the input; keep only its category.
-            misconfigured(&format!("{:?} error", e.classify()))
-        })?;
-        if !is_b64token(&json.access_token) {
-            return Err(misconfigured("access_token is not an RFC 6750 token"));
-        }
-        if json.expires_in > MAX_LIFETIME.as_secs() as i64 {
-            return Err(misconfigured("expires_in out of range"));
-        }
-        if json.expires_in < MIN_LEFT.as_secs() as i64 {
-            return Err(Error::Unavailable {
-                path: path.into(),
-                reason: format!(
-                    "the metadata server handed out a token with under {} s left",
-                    MIN_LEFT.as_secs()
-                ),
-            });
-        }
-        Ok(Token {
-            access_token: json.access_token,
-            token_type: json.token_type,
-            expiry: Expiry::after(requested, Duration::from_secs(json.expires_in as u64)),
-        })
-    }
-
-    /// An identity token (a JWT) fetched from `path`: valid until its `exp` claim. It is new on
-    /// every request (reference/metadata-api.md §5.3), so the slot's refresh always replaces it.
-    pub fn parse_identity(path: &str, body: &[u8], requested: Instant) -> Result<Token> {
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        Token::parse_identity_at(path, body, requested, unix_now)
-    }
-
-    /// [`Token::parse_identity`] with the wall clock's Unix time given, so tests can pin it.
-    fn parse_identity_at(
-        path: &str,
-        body: &[u8],
-        requested: Instant,
-        unix_now: i64,
-    ) -> Result<Token> {
-        use base64::Engine;
-        let misconfigured = |reason: &str| Error::Misconfigured {
-            path: path.into(),
-            reason: format!("undecodable identity token ({reason})"),
-        };
-        let jwt = std::str::from_utf8(body).map_err(|_| misconfigured("not UTF-8"))?.trim();
-        if jwt.is_empty() || !jwt.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(misconfigured("not a JWT"));
-        }
-        let payload = jwt.split('.').nth(1).ok_or_else(|| misconfigured("not a JWT"))?;
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .map_err(|_| misconfigured("payload is not base64url"))?;
-        #[derive(Deserialize)]
-        struct Claims {
-            exp: i64,
-        }
-        let claims: Claims =
-            serde_json::from_slice(&payload).map_err(|_| misconfigured("no exp claim"))?;
-        let left = claims.exp.saturating_sub(unix_now);
-        if left > MAX_LIFETIME.as_secs() as i64 {
-            return Err(misconfigured("exp out of range"));
-        }
-        if left < 1 {
-            return Err(Error::Unavailable {
-                path: path.into(),
-                reason: "the metadata server handed out an expired identity token".into(),
-            });
-        }
-        Ok(Token {
-            access_token: jwt.to_string(),
-            token_type: "Bearer".into(),
-            expiry: Expiry::after(requested, Duration::from_secs(left as u64)),
-        })
-    }
-
-    pub fn access_token(&self) -> &str {
-        &self.access_token
-    }
-
-    pub fn expiry(&self) -> Expiry {
-        self.expiry
-    }
-
-    /// Which token this is, as a number that tells tokens apart without carrying one: files
-    /// rendered from a token remember it to notice a refresh.
-    pub fn tag(&self) -> u64 {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        BuildHasherDefault::<DefaultHasher>::default().hash_one(&self.access_token) | 1
-    }
-
-    /// Whole seconds left, as the MDS counts them.
-    pub fn expires_in(&self, clock: &SharedClock) -> u64 {
-        self.expiry.remaining(&**clock).as_secs()
-    }
-
-    /// The MDS's JSON with `expires_in` as of now, never the number seen at fetch time.
-    pub fn render_json(&self, clock: &SharedClock) -> Vec<u8> {
-        serde_json::json!({
-            "access_token": self.access_token,
-            "expires_in": self.expires_in(clock),
-            "token_type": self.token_type,
-        })
-        .to_string()
-        .into_bytes()
-    }
-}
-
-/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-/// Anything else (a space, a quote, a newline) would split or break an unquoted
-/// `Authorization: Bearer $(cat access_token)`.
-pub fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
-}
 
 #[derive(Debug)]
 struct Slot {
@@ -382,10 +226,10 @@ impl<M: Mds> Tokens<M> {
     fn install(&self, slot: &Slot, path: &str, token: Token) {
         let now = self.clock.now();
         let mut state = slot.state.lock().unwrap();
-        let same = state.token.as_ref().is_some_and(|t| t.access_token == token.access_token);
+        let same = state.token.as_ref().is_some_and(|t| t.access_token() == token.access_token());
         let counter = if same { &self.stats.same } else { &self.stats.new };
         counter.fetch_add(1, Ordering::Relaxed);
-        let planned = token.expiry.instant().checked_sub(self.margin).unwrap_or(now);
+        let planned = token.expiry().instant().checked_sub(self.margin).unwrap_or(now);
         state.next_refresh = if same || planned <= now { now + REPOLL } else { planned };
         if !same {
             info!("{path}: new token, expires in {} s", token.expires_in(&self.clock));
@@ -401,7 +245,7 @@ impl<M: Mds> Tokens<M> {
         let mut state = slot.state.lock().unwrap();
         state.last_read = self.clock.now();
         let horizon = if is_identity(path) { self.margin.max(MIN_LEFT) } else { MIN_LEFT };
-        state.token.clone().filter(|t| t.expiry.remaining(&*self.clock) >= horizon)
+        state.token.clone().filter(|t| t.expiry().remaining(&*self.clock) >= horizon)
     }
 
     /// The permanent failure still held for this slot, if any.

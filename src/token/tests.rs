@@ -1,5 +1,6 @@
 //! Tokens on a moved clock against an in-memory MDS.
 
+use super::bearer::MAX_LIFETIME;
 use super::*;
 use crate::clock::ManualClock;
 use crate::upstream::testing::FakeMds;

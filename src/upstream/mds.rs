@@ -19,6 +19,7 @@ use bytes::Bytes;
 use log::debug;
 use reqwest::StatusCode;
 
+use crate::clock::jitter;
 use crate::error::{describe, Error, Result};
 use crate::stats::MdsStats;
 use crate::upstream::mtls::Settings;
@@ -388,27 +389,6 @@ fn is_flavored(response: &reqwest::Response) -> bool {
     response.headers().get("Metadata-Flavor").is_some_and(|v| v.as_bytes() == b"Google")
 }
 
-/// Between half and one and a half times `base`, so that many clients retrying after the same
-/// MDS hiccup do not come back in lockstep.
-pub(crate) fn jitter(base: Duration) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let random = RandomState::new().hash_one(Instant::now()) % 1000;
-    base / 2 + base * random as u32 / 1000
-}
-
 #[cfg(test)]
 #[path = "mds_tests.rs"]
 mod http_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_half_and_one_and_a_half() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_millis(100));
-            assert!(j >= Duration::from_millis(50) && j <= Duration::from_millis(150), "{j:?}");
-        }
-    }
-}

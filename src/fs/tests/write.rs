@@ -29,7 +29,13 @@ async fn scopes_change_only_when_the_mds_hands_out_a_token_with_them() {
     mds.set(&narrowed, r#"{"access_token":"ya29.narrow","expires_in":3599}"#);
     let core = core(mds.clone());
     let shown = || async {
-        core.files.writes.scopes_content(&format!("{ACCOUNT}/scopes")).await.unwrap().version.bytes
+        core.files
+            .scopes
+            .content(&core.files.contents, &format!("{ACCOUNT}/scopes"))
+            .await
+            .unwrap()
+            .version
+            .bytes
     };
     assert_eq!(shown().await, "full\n");
     assert_eq!(core.files.scopes.token_path(ACCOUNT), format!("{ACCOUNT}/token"));

@@ -13,25 +13,23 @@
 //! shared, so there token opens use the page cache, dropped at every open, instead: `mmap`
 //! works on every file either way.
 //!
-//! The write side: `open` for writing, `write`, `flush`, `setattr` (truncate), `create`, `mkdir`,
-//! `unlink` and `rmdir` go to the core's write-through (write.rs), which takes only what the
-//! mount's options allow (scopes, guest attributes) and refuses the rest with EROFS. They run as
-//! tasks: a write waits for the MDS (and a guest attribute for its turn). Write opens are
-//! direct I/O without `FOPEN_NOFLUSH`: `close()` is where a guest attribute is sent. Everything
-//! else that would change the tree (mknod, symlink, rename, link) is refused with EROFS.
+//! The write side is in write.rs. Everything else that would change the tree (mknod, symlink,
+//! rename, link) is refused with EROFS.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    Errno, FileHandle, FopenFlags, INodeNo, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
-use log::log;
 
-use crate::error::{Error, Result};
-use crate::fs::{Attr, Caching, Core, Entry, FileType};
+mod reply;
+mod write;
+
+use self::reply::{errno, file_attr, file_kind, kernel_ttl, reply_entry, reply_open, Served};
+use crate::fs::Core;
 use crate::upstream::mds::Mds;
 
 #[derive(Debug)]
@@ -47,104 +45,6 @@ impl<M: Mds> FuseFs<M> {
     pub fn new(core: Arc<Core<M>>, runtime: tokio::runtime::Handle) -> Self {
         FuseFs { core, runtime, served: Served::default(), direct_mmap: false }
     }
-}
-
-/// The read-path requests the kernel sent, by kind: the benchmark reads them from the log
-/// line written at unmount (how many round trips a warm `cat` costs).
-const COUNTED: [&str; 9] =
-    ["lookup", "getattr", "open", "read", "flush", "release", "opendir", "readdir", "forget"];
-
-#[derive(Debug, Default)]
-struct Served([std::sync::atomic::AtomicU64; COUNTED.len()]);
-
-impl Served {
-    fn add(&self, op: &str) {
-        if let Some(i) = COUNTED.iter().position(|c| *c == op) {
-            self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-impl std::fmt::Display for Served {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (name, count) in COUNTED.iter().zip(&self.0) {
-            write!(f, " {name}={}", count.load(std::sync::atomic::Ordering::Relaxed))?;
-        }
-        Ok(())
-    }
-}
-
-fn reply_entry<M: Mds>(reply: ReplyEntry, answer: Result<Entry>, core: &Core<M>, epoch: u64) {
-    match answer {
-        Ok(mut e) => {
-            let _settled = core.settle(epoch, &mut e);
-            let (attr_ttl, entry_ttl) = (kernel_ttl(e.ttl), kernel_ttl(e.entry_ttl));
-            reply.entry_with_ttls(&attr_ttl, &entry_ttl, &file_attr(&e.attr), Generation(0))
-        }
-        Err(e) => reply.error(errno("lookup", &e)),
-    }
-}
-
-fn reply_open(reply: ReplyOpen, answer: Result<(u64, Caching)>, direct_mmap: bool) {
-    match answer {
-        Ok((fh, Caching::KeepCache)) => {
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH)
-        }
-        // The kernel passes every read to us: each open renders its own bytes.
-        Ok((fh, Caching::Direct)) if direct_mmap => {
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH)
-        }
-        // Without KEEP_CACHE the kernel drops the inode's pages at this open; the version's
-        // size is fixed (tree.rs), so reads through the page cache stop where this handle's
-        // bytes do.
-        Ok((fh, Caching::Direct)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH),
-        Err(e) => reply.error(errno("open", &e)),
-    }
-}
-
-fn file_kind(kind: FileType) -> fuser::FileType {
-    match kind {
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::RegularFile => fuser::FileType::RegularFile,
-        FileType::Symlink => fuser::FileType::Symlink,
-    }
-}
-
-fn file_attr(attr: &Attr) -> fuser::FileAttr {
-    let kind = file_kind(attr.kind);
-    fuser::FileAttr {
-        ino: INodeNo(attr.ino),
-        size: attr.size,
-        blocks: attr.size.div_ceil(512),
-        atime: attr.mtime,
-        mtime: attr.mtime,
-        ctime: attr.mtime,
-        crtime: UNIX_EPOCH,
-        kind,
-        perm: attr.perm,
-        nlink: if kind == fuser::FileType::Directory { 2 } else { 1 },
-        uid: attr.uid,
-        gid: attr.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn errno(op: &str, err: &Error) -> Errno {
-    log!(err.level(), "{op}: {err}");
-    Errno::from_i32(err.errno())
-}
-
-/// How much sooner than our cache the kernel lets go of an attribute or entry. The kernel
-/// counts a TTL from when it reads our reply, a little after we computed it; without this, a
-/// size it cached could outlive our value by that much, and an `open` in between would read the
-/// next value while `fstat` still says the old size.
-const KERNEL_TTL_MARGIN: Duration = Duration::from_millis(100);
-
-/// What is left of our validity, less the margin, in a range the kernel handles.
-fn kernel_ttl(ttl: Duration) -> Duration {
-    ttl.saturating_sub(KERNEL_TTL_MARGIN).min(Duration::from_secs(24 * 3600))
 }
 
 impl<M: Mds> fuser::Filesystem for FuseFs<M> {
@@ -172,7 +72,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.served.add("lookup");
-        let epoch = self.core.change_epoch();
+        let epoch = self.core.changes().current();
         if let Some(answer) = self.core.lookup_now(parent.0, name) {
             return reply_entry(reply, answer, &self.core, epoch);
         }
@@ -213,14 +113,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if write {
             let truncate = flags.0 & libc::O_TRUNC != 0;
-            let (core, uid) = (self.core.clone(), req.uid());
-            self.runtime.spawn(async move {
-                match core.open_write(ino.0, uid, truncate).await {
-                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                    Err(e) => reply.error(errno("open", &e)),
-                }
-            });
-            return;
+            return write::open(&self.core, &self.runtime, ino.0, req.uid(), truncate, reply);
         }
         if let Some(answer) = self.core.open_now(ino.0, write) {
             return reply_open(reply, answer, self.direct_mmap);
@@ -261,13 +154,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _lock_owner: Option<fuser::LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        let (core, data) = (self.core.clone(), data.to_vec());
-        self.runtime.spawn(async move {
-            match core.writes().write(fh.0, offset, &data).await {
-                Ok(written) => reply.written(written),
-                Err(e) => reply.error(errno("write", &e)),
-            }
-        });
+        write::write(&self.core, &self.runtime, fh.0, offset, data, reply);
     }
 
     /// `close()`: what was written goes through now, and its error is the close's.
@@ -279,17 +166,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        if !self.core.writes().flush_sends(fh.0) {
-            reply.ok();
-            return;
-        }
-        let core = self.core.clone();
-        self.runtime.spawn(async move {
-            match core.writes().flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("close", &e)),
-            }
-        });
+        write::flush(&self.core, &self.runtime, fh.0, reply);
     }
 
     fn release(
@@ -302,16 +179,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if self.core.writes().has_unsent(fh.0) {
-            let core = self.core.clone();
-            self.runtime.spawn(async move {
-                core.writes().send_unsent(fh.0).await;
-                core.release(fh.0);
-            });
-        } else {
-            self.core.release(fh.0);
-        }
-        reply.ok();
+        write::release(&self.core, &self.runtime, fh.0, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -418,18 +286,8 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let (core, uid) = (self.core.clone(), req.uid());
-        let fh = fh.map(|fh| fh.0);
-        self.runtime.spawn(async move {
-            let result = match size {
-                Some(size) => core.truncate(ino.0, fh, size, uid).await,
-                None => core.touch(ino.0, uid),
-            };
-            match result {
-                Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),
-                Err(e) => reply.error(errno("truncate", &e)),
-            }
-        });
+        let (uid, fh) = (req.uid(), fh.map(|fh| fh.0));
+        write::setattr(&self.core, &self.runtime, ino.0, uid, size, fh, reply);
     }
 
     fn mknod(
@@ -454,36 +312,16 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let (core, name, uid) = (self.core.clone(), name.to_owned(), req.uid());
-        self.runtime.spawn(async move {
-            match core.mkdir(parent.0, &name, uid).await {
-                Ok(e) => {
-                    let attr = file_attr(&e.attr);
-                    reply.entry_with_ttls(&e.ttl, &e.entry_ttl, &attr, Generation(0))
-                }
-                Err(e) => reply.error(errno("mkdir", &e)),
-            }
-        });
+        write::mkdir(&self.core, &self.runtime, parent.0, name.to_owned(), req.uid(), reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (core, name, uid) = (self.core.clone(), name.to_owned(), req.uid());
-        self.runtime.spawn(async move {
-            match core.unlink(parent.0, &name, uid).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", &e)),
-            }
-        });
+        let (name, uid) = (name.to_owned(), Some(req.uid()));
+        write::remove(&self.core, &self.runtime, parent.0, name, uid, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (core, name) = (self.core.clone(), name.to_owned());
-        self.runtime.spawn(async move {
-            match core.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
-            }
-        });
+        write::remove(&self.core, &self.runtime, parent.0, name.to_owned(), None, reply);
     }
 
     fn symlink(
@@ -531,16 +369,6 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        let (core, name, uid) = (self.core.clone(), name.to_owned(), req.uid());
-        self.runtime.spawn(async move {
-            match core.create(parent.0, &name, uid).await {
-                Ok((e, fh)) => {
-                    let attr = file_attr(&e.attr);
-                    let flags = FopenFlags::FOPEN_DIRECT_IO;
-                    reply.created(&e.ttl, &attr, Generation(0), FileHandle(fh), flags)
-                }
-                Err(e) => reply.error(errno("create", &e)),
-            }
-        });
+        write::create(&self.core, &self.runtime, parent.0, name.to_owned(), req.uid(), reply);
     }
 }
