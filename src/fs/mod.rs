@@ -1,6 +1,6 @@
 //! The filesystem core: lookup, getattr, readdir, open and read as plain functions returning
 //! our own types or an [`Error`]; the adapter (fuse/) replies with them. [`Core`] owns the names (inodes, tree.rs) and the open handles (handles.rs), and composes
-//! the parts that say what a file holds: [`Files`] (files.rs) dispatches to the mirror's
+//! the parts that say what a file holds: `Files` (files.rs) dispatches to the mirror's
 //! contents, the token store, the write-through, waiting reads and the status files. None of
 //! them sees the core: each is handed the client, cache, clock or token store it needs.
 //!
@@ -28,7 +28,7 @@ mod files;
 mod guest;
 mod handles;
 pub(crate) mod listing;
-pub(crate) mod node;
+pub mod node;
 pub mod perms;
 pub mod query;
 mod scopes;

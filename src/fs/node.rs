@@ -1,6 +1,6 @@
 //! The vocabulary the core's parts share: what a path is ([`Kind`], [`Node`]), what a file
-//! inode holds ([`Version`]) and for how long ([`Content`]), what a query name asks for
-//! ([`Target`], [`Form`]), a listing's entries ([`Child`]) and the status files' names. It
+//! inode holds ([`Version`]) and for how long (`Content`), what a query name asks for
+//! ([`Target`], [`Form`]), a listing's entries (`Child`) and the status files' names. It
 //! sits below every other module of the core, so none of them needs another to name these.
 
 use std::time::{Duration, SystemTime};
