@@ -45,6 +45,12 @@ pub enum Error {
     /// An inode or file handle the kernel should not have sent (stale after forget).
     #[error("stale inode or handle")]
     Stale,
+    /// The caller was interrupted (a signal) while it waited: its share of the wait is dropped.
+    #[error("interrupted")]
+    Interrupted,
+    /// A bound on what callers may hold at once was reached (waiting reads): try again later.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,6 +69,8 @@ impl Error {
             | Error::Misconfigured { .. }
             | Error::TokenExpired { .. } => libc::EIO,
             Error::Stale => libc::ESTALE,
+            Error::Interrupted => libc::EINTR,
+            Error::Busy(_) => libc::EAGAIN,
         }
     }
 
@@ -74,10 +82,12 @@ impl Error {
             | Error::NotPermitted(_)
             | Error::NotEmpty
             | Error::ReadOnly
-            | Error::Stale => Level::Debug,
-            Error::BadRequest { .. } | Error::Forbidden { .. } | Error::TooBig { .. } => {
-                Level::Info
-            }
+            | Error::Stale
+            | Error::Interrupted => Level::Debug,
+            Error::BadRequest { .. }
+            | Error::Forbidden { .. }
+            | Error::TooBig { .. }
+            | Error::Busy(_) => Level::Info,
             Error::Unavailable { .. } | Error::TokenExpired { .. } => Level::Warn,
             Error::Misconfigured { .. } => Level::Error,
         }

@@ -9,6 +9,7 @@
 //! - Recording is cheap (one short mutex or an atomic) and never awaits.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,6 +189,35 @@ impl Watcher {
 
     pub fn snapshot(&self) -> WatcherState {
         self.0.lock().unwrap().clone()
+    }
+}
+
+/// FUSE requests the kernel sent, by operation: on the no-open path a warm read sends none.
+pub const FUSE_OPS: [&str; 10] = [
+    "lookup",
+    "getattr",
+    "open",
+    "read",
+    "flush",
+    "release",
+    "opendir",
+    "readdir",
+    "forget",
+    "interrupted",
+];
+
+#[derive(Debug, Default)]
+pub struct FuseOps([AtomicU64; FUSE_OPS.len()]);
+
+impl FuseOps {
+    pub fn add(&self, op: &str) {
+        if let Some(i) = FUSE_OPS.iter().position(|o| *o == op) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        FUSE_OPS.iter().zip(&self.0).map(|(op, n)| (*op, n.load(Ordering::Relaxed))).collect()
     }
 }
 

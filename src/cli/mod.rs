@@ -52,6 +52,8 @@ pub struct Config {
     pub mtls: Option<Mode>,
     /// `mtls_dir=`; `None` is the guest agent's directory (or, with `--emulate`, a private one).
     pub mtls_dir: Option<PathBuf>,
+    /// `read_path=open`: an OPEN per `open()` even where the kernel could do without.
+    pub open_path: bool,
 }
 
 /// Parse the command line; usage errors come back as clap errors, which print a one-line
@@ -113,6 +115,7 @@ where
         log_file: args.log_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
         mtls: args.mtls.as_deref().and_then(Mode::from_option),
         mtls_dir: args.mtls_dir,
+        open_path: args.read_path.as_deref() == Some("open"),
     })
 }
 

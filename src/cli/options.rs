@@ -104,6 +104,10 @@ pub(crate) struct Args {
     /// Where root.crt and client.key live [default: /run/google-mds-mtls]
     #[arg(long, value_name = "DIR")]
     pub(crate) mtls_dir: Option<PathBuf>,
+    /// How reads reach the daemon: auto (no OPEN at all on a read-only mount, where the
+    /// kernel allows) or open (an OPEN per open(), as on mounts that write) [default: auto]
+    #[arg(long, value_name = "auto|open", value_parser = ["auto", "open"])]
+    pub(crate) read_path: Option<String>,
 }
 
 /// The longest duration any option takes: ten years.
@@ -219,6 +223,15 @@ pub(crate) fn apply_option(
             args.mtls = Some(mode);
         }
         "mtls_dir" => args.mtls_dir = Some(PathBuf::from(text(name, value)?)),
+        "read_path" => match text(name, value)?.as_str() {
+            path @ ("auto" | "open") => args.read_path = Some(path.to_string()),
+            other => {
+                let message = format!(
+                    "invalid value '{other}' for mount option 'read_path': expected auto or open"
+                );
+                return Err(usage_error(ErrorKind::InvalidValue, message));
+            }
+        },
         _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {}
         _ => {
             let hint =
@@ -244,6 +257,7 @@ const VALUED: &[&str] = &[
     "log_file",
     "mtls",
     "mtls_dir",
+    "read_path",
 ];
 
 /// The known option closest to `name`, if it is a likely typo of it: at most one edit per

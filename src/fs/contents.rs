@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::{Cache, CacheStats};
 use crate::clock::{Expiry, SharedClock};
@@ -91,7 +91,13 @@ impl<M: Mds> Contents<M> {
         }
         self.note_read();
         let key = listing_key(dir);
-        let fetch = || self.fetcher().listing(key.clone(), self.last_listing(dir));
+        let fetch = || {
+            let previous = match self.cache.peek(&key) {
+                Some(Cached::Listing(children, seen)) => Some((children, seen)),
+                _ => None,
+            };
+            self.fetcher().listing(key.clone(), previous)
+        };
         let entry = self.cache.get(&key, fetch).await?;
         listing_of(entry.value, entry.expiry.remaining(&*self.clock))
     }
@@ -111,10 +117,23 @@ impl<M: Mds> Contents<M> {
         Ok(true)
     }
 
+    /// When `dir`'s cached listing was first seen as it is (its mtime) and how long it stays
+    /// valid (its attributes' TTL), if it is cached.
+    pub(crate) fn listing_times(&self, dir: &str) -> Option<(SystemTime, Duration)> {
+        if dir == STATUS_DIR {
+            return Some((self.mounted_at, self.freshness.ttl));
+        }
+        let entry = self.cache.get_now(&listing_key(dir))?;
+        match entry.value {
+            Cached::Listing(_, seen) => Some((seen, entry.expiry.remaining(&*self.clock))),
+            _ => None,
+        }
+    }
+
     /// `dir`'s last fetched listing, fresh or not, without counting a cache hit.
     pub(crate) fn last_listing(&self, dir: &str) -> Option<Arc<Vec<Child>>> {
         match self.cache.peek(&listing_key(dir))? {
-            Cached::Listing(children) => Some(children),
+            Cached::Listing(children, _) => Some(children),
             _ => None,
         }
     }
@@ -152,9 +171,10 @@ impl<M: Mds> Contents<M> {
     }
 
     /// Expire every cached value and listing `changes` touches. Returns the subtrees whose
-    /// names the kernel must forget: a changed key whose name our cached listing does not
-    /// show was mapped wrongly or is one we cannot tell, so its whole parent goes instead.
-    pub(crate) fn drop_changed(&self, changes: &Changes) -> BTreeSet<String> {
+    /// names the kernel must forget, and the directories whose listings it must: a changed key
+    /// whose name our cached listing does not show was mapped wrongly or is one we cannot
+    /// tell, so its whole parent goes instead.
+    pub(crate) fn drop_changed(&self, changes: &Changes) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut subtrees = changes.subtrees.clone();
         let mut listings = changes.listings.clone();
         for path in &changes.subtrees {
@@ -175,7 +195,7 @@ impl<M: Mds> Contents<M> {
             (listing && listings.contains(path))
                 || subtrees.iter().any(|s| paths::is_under(path, s))
         });
-        subtrees
+        (subtrees, listings)
     }
 
     /// How long `path`'s cached value stays its current version. Files this mount writes
@@ -206,20 +226,15 @@ impl<M: Mds> Contents<M> {
         }
     }
 
-    /// Directory handle `fh` of inode `dir` was opened (or closed): `ls -l` stats each name
-    /// while it still holds the directory open.
-    pub(crate) fn dir_opened(&self, fh: u64, dir: u64) {
-        self.listings.lock().unwrap().opened(fh, dir);
-    }
-
-    pub(crate) fn dir_closed(&self, fh: u64) {
-        self.listings.lock().unwrap().closed(fh);
+    /// Directory `dir` is being listed from its start: `ls -l` stats each name right after.
+    pub(crate) fn dir_listed(&self, dir: u64) {
+        self.listings.lock().unwrap().listed(dir, self.clock.now());
     }
 
     /// Whether a lookup that has to fetch in directory `dir` should fetch the rest of the
     /// directory too: it is being listed, and that was not done yet for this listing.
     pub(crate) fn should_prefetch(&self, dir: u64) -> bool {
-        self.listings.lock().unwrap().claim(dir)
+        self.listings.lock().unwrap().claim(dir, self.clock.now())
     }
 
     /// Fetch the plain values of directory `dir` that are not cached, several at a time.
@@ -255,30 +270,34 @@ impl<M: Mds> Contents<M> {
     }
 }
 
-/// Directories with an open handle (being listed), and those whose values were prefetched
-/// during the current listing. Plain `ls` or `find` list without looking anything up, and
-/// cost no prefetch.
+/// Directories listed from their start in the last [`LISTING_WINDOW`], and those whose values
+/// were prefetched for that listing. Plain `ls` or `find` list without looking anything up,
+/// and cost no prefetch. Both read paths read a directory from offset 0 at every listing the
+/// kernel does not answer from its cache, so that is the mark, not an open handle (the no-open
+/// path has none).
 #[derive(Debug, Default)]
 struct Listings {
-    open: HashMap<u64, u64>,
+    listed: HashMap<u64, Instant>,
     claimed: HashSet<u64>,
 }
 
-impl Listings {
-    fn opened(&mut self, fh: u64, dir: u64) {
-        self.open.insert(fh, dir);
-    }
+/// How long after a directory was read from its start a lookup in it counts as `ls -l`'s.
+const LISTING_WINDOW: Duration = Duration::from_secs(5);
 
-    fn closed(&mut self, fh: u64) {
-        if let Some(dir) = self.open.remove(&fh) {
-            if !self.open.values().any(|d| *d == dir) {
-                self.claimed.remove(&dir);
-            }
-        }
+impl Listings {
+    fn listed(&mut self, dir: u64, now: Instant) {
+        self.listed.retain(|_, at| now.saturating_duration_since(*at) < LISTING_WINDOW);
+        self.claimed.retain(|d| self.listed.contains_key(d));
+        self.listed.insert(dir, now);
+        self.claimed.remove(&dir);
     }
 
     /// True once per listing of `dir`: the caller prefetches.
-    fn claim(&mut self, dir: u64) -> bool {
-        self.open.values().any(|d| *d == dir) && self.claimed.insert(dir)
+    fn claim(&mut self, dir: u64, now: Instant) -> bool {
+        let recent = self
+            .listed
+            .get(&dir)
+            .is_some_and(|at| now.saturating_duration_since(*at) < LISTING_WINDOW);
+        recent && self.claimed.insert(dir)
     }
 }

@@ -55,6 +55,14 @@ pub struct Entry {
     pub entry_ttl: Duration,
 }
 
+/// What the kernel holds that a change makes stale: names (parent inode, name), whose next
+/// lookup gets the new version, and directories whose cached listing (`readdir`) must go.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Forget {
+    pub names: Vec<(u64, String)>,
+    pub dirs: Vec<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: u64,
@@ -62,33 +70,26 @@ pub struct DirEntry {
     pub name: String,
 }
 
-/// How the kernel should treat an open file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caching {
-    /// Keep the inode's pages: its bytes never change.
-    KeepCache,
-    /// Every read comes to us: the handle's bytes differ from open to open (`token`).
-    Direct,
-}
-
 /// A file's attributes are its version's; a directory's and a symlink's never change
 /// (whether they still exist is the parent listing's business, which caps the entry TTL).
+/// `times` is, for a directory, when its listing was first seen as it is and how long that
+/// listing stays valid (the mount time and no time at all if it is not cached): the kernel
+/// keeps a directory's attributes no longer than its listing, and a changed listing is a new
+/// mtime, which is what makes it drop a cached `readdir`. For the rest, the mount time and `ttl`.
 pub(crate) fn attr(
     config: &FsConfig,
-    mounted_at: SystemTime,
+    times: (SystemTime, Duration),
     ino: u64,
     node: &Node,
     version: Option<&Version>,
 ) -> (Attr, Duration) {
     let (perm, gid) = config.permissions.mode(&node.path, &node.kind);
     let (kind, size, mtime, ttl) = match (&node.kind, version) {
-        (Kind::Dir, _) => (FileType::Directory, 0, mounted_at, config.ttl),
-        (Kind::Symlink(target), _) => {
-            (FileType::Symlink, target.len() as u64, mounted_at, config.ttl)
-        }
+        (Kind::Dir, _) => (FileType::Directory, 0, times.0, times.1),
+        (Kind::Symlink(target), _) => (FileType::Symlink, target.len() as u64, times.0, times.1),
         (Kind::Status(_), Some(v)) => (FileType::RegularFile, v.size(), v.seen, Duration::ZERO),
         (_, Some(v)) => (FileType::RegularFile, v.size(), v.seen, IMMUTABLE_TTL),
-        (_, None) => (FileType::RegularFile, 0, mounted_at, Duration::ZERO),
+        (_, None) => (FileType::RegularFile, 0, times.0, Duration::ZERO),
     };
     let attr = Attr { ino, kind, size, perm, uid: config.permissions.uid, gid, mtime };
     (attr, ttl)

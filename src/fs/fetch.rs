@@ -20,7 +20,8 @@ use crate::upstream::mds::Mds;
 /// secrets.
 #[derive(Clone)]
 pub(crate) enum Cached {
-    Listing(Arc<Vec<Child>>),
+    /// A directory's children, and when this mount first saw them so (the directory's mtime).
+    Listing(Arc<Vec<Child>>, SystemTime),
     Value(Bytes, SystemTime),
     Missing,
     /// A permanent failure (EFBIG, no `Metadata-Flavor`, 400, 403, …), remembered like a 404 so
@@ -31,7 +32,7 @@ pub(crate) enum Cached {
 impl Weight for Cached {
     fn weight(&self) -> usize {
         match self {
-            Cached::Listing(children) => children.iter().map(|c| c.name.len() + 1).sum(),
+            Cached::Listing(children, _) => children.iter().map(|c| c.name.len() + 1).sum(),
             Cached::Value(bytes, _) => bytes.len(),
             Cached::Missing | Cached::Failed(_) => 0,
         }
@@ -41,7 +42,7 @@ impl Weight for Cached {
 impl std::fmt::Debug for Cached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Cached::Listing(children) => write!(f, "Listing({} entries)", children.len()),
+            Cached::Listing(children, _) => write!(f, "Listing({} entries)", children.len()),
             Cached::Value(bytes, _) => write!(f, "Value({} bytes)", bytes.len()),
             Cached::Missing => write!(f, "Missing"),
             Cached::Failed(err) => write!(f, "Failed({err})"),
@@ -86,12 +87,13 @@ impl<M: Mds> Fetcher<M> {
         }
     }
 
-    /// An unchanged listing keeps its `previous` `Arc`, so directory handles opened across
-    /// refreshes (or on every fetch with `ttl=0`) still share one copy.
+    /// An unchanged listing keeps its `previous` `Arc` and time, so directory handles opened
+    /// across refreshes (or on every fetch with `ttl=0`) still share one copy, and the
+    /// directory's mtime moves only when its children do.
     pub(crate) async fn listing(
         self,
         key: String,
-        previous: Option<Arc<Vec<Child>>>,
+        previous: Option<(Arc<Vec<Child>>, SystemTime)>,
     ) -> Result<(Cached, Duration)> {
         let body = match self.mds.get(&key).await {
             Ok(body) => body,
@@ -101,11 +103,11 @@ impl<M: Mds> Fetcher<M> {
             let reason = "directory listing is not UTF-8".into();
             return self.negative(Error::Misconfigured { path: key, reason });
         };
-        let listing = match previous {
-            Some(previous) if *previous == children => previous,
-            _ => Arc::new(children),
+        let (listing, seen) = match previous {
+            Some((previous, seen)) if *previous == children => (previous, seen),
+            _ => (Arc::new(children), SystemTime::now()),
         };
-        Ok((Cached::Listing(listing), self.ttl))
+        Ok((Cached::Listing(listing, seen), self.ttl))
     }
 }
 
@@ -114,7 +116,7 @@ pub(crate) fn listing_of(
     validity: Duration,
 ) -> Result<(Arc<Vec<Child>>, Duration)> {
     match cached {
-        Cached::Listing(children) => Ok((children, validity)),
+        Cached::Listing(children, _) => Ok((children, validity)),
         Cached::Failed(err) => Err(err),
         _ => Err(Error::NotFound),
     }
@@ -129,19 +131,12 @@ pub(crate) fn value_content(
         // A listed key the MDS answers only with parameters (`identity` wants an audience): it
         // exists, so `ls -l` shows it; opening it says why it can't.
         Cached::Failed(Error::BadRequest { .. }) => Ok(Content {
-            version: Version {
-                bytes: Bytes::new(),
-                seen: mounted_at,
-                tag: 0,
-                readable: false,
-                rendered: false,
-            },
+            version: Version { bytes: Bytes::new(), seen: mounted_at, tag: 0, readable: false },
             validity: Duration::ZERO,
         }),
-        Cached::Value(bytes, seen) => Ok(Content {
-            version: Version { bytes, seen, tag: 0, readable: true, rendered: false },
-            validity,
-        }),
+        Cached::Value(bytes, seen) => {
+            Ok(Content { version: Version { bytes, seen, tag: 0, readable: true }, validity })
+        }
         Cached::Failed(err) => Err(err),
         _ => Err(Error::NotFound),
     }

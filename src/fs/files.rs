@@ -4,7 +4,7 @@
 //! the counters. [`Files`] is handed those parts; it holds no state of its own.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -13,16 +13,16 @@ use crate::error::{Error, Result};
 use crate::fs::contents::{Contents, Freshness};
 use crate::fs::entry::FsConfig;
 use crate::fs::listing::{find, path_needs_parameters};
-use crate::fs::node::{Content, Form, Kind, Node, StatusFile, Target, Version};
+use crate::fs::node::{Content, Form, Kind, Node, StatusFile, Target};
 use crate::fs::perms::is_account_scopes;
 use crate::fs::query::{self, scoped_token_path, Base, Query};
 use crate::fs::scopes::Scopes;
 use crate::fs::status::{self, Board};
 use crate::fs::token_files;
-use crate::fs::waits::Waits;
+use crate::fs::waits::{Waiter, Waits};
 use crate::fs::write::{Allowed, Writes};
 use crate::paths;
-use crate::token::Tokens;
+use crate::token::{Token, Tokens};
 use crate::upstream::mds::Mds;
 
 #[derive(Debug)]
@@ -85,8 +85,9 @@ impl<M: Mds> Files<M> {
             }
             Kind::Value => self.contents.value_now(&node.path),
             Kind::Token | Kind::AccessToken | Kind::Authorization => {
-                let token = self.tokens.peek(&self.account_token_path(node))?;
-                Some(Ok(token_files::version(form_of(node), &token, &self.clock)))
+                let path = self.account_token_path(node);
+                let token = self.tokens.peek(&path)?;
+                Some(Ok(self.token_version(form_of(node), &path, &token)))
             }
             Kind::Query(target) => self.query_content_now(target),
             Kind::Status(file) => Some(Ok(self.status_content(*file))),
@@ -94,7 +95,8 @@ impl<M: Mds> Files<M> {
         }
     }
 
-    pub(crate) async fn content(&self, node: &Node) -> Result<Content> {
+    /// A file's current version; a waiting read waits for it (for `waiter`).
+    pub(crate) async fn content(&self, node: &Node, waiter: Waiter) -> Result<Content> {
         if let Some(now) = self.content_now(node) {
             return now;
         }
@@ -104,10 +106,11 @@ impl<M: Mds> Files<M> {
             }
             Kind::Value => self.contents.value(&node.path).await,
             Kind::Token | Kind::AccessToken | Kind::Authorization => {
-                let token = self.tokens.get(&self.account_token_path(node)).await?;
-                Ok(token_files::version(form_of(node), &token, &self.clock))
+                let path = self.account_token_path(node);
+                let token = self.tokens.get(&path).await?;
+                Ok(self.token_version(form_of(node), &path, &token))
             }
-            Kind::Query(target) => self.query_content(target).await,
+            Kind::Query(target) => self.query_content(target, waiter).await,
             _ => Err(Error::InvalidName("not a file".into())),
         }
     }
@@ -116,20 +119,22 @@ impl<M: Mds> Files<M> {
     pub(crate) fn query_content_now(&self, target: &Target) -> Option<Result<Content>> {
         match target {
             Target::Scoped { account_dir, scopes, form } => {
-                let token = self.tokens.peek(&scoped_token_path(account_dir, scopes))?;
-                Some(Ok(token_files::version(*form, &token, &self.clock)))
+                let path = scoped_token_path(account_dir, scopes);
+                let token = self.tokens.peek(&path)?;
+                Some(Ok(self.token_version(*form, &path, &token)))
             }
             Target::Identity { path } => {
                 let token = self.tokens.peek(path)?;
-                Some(Ok(token_files::version(Form::Bare, &token, &self.clock)))
+                Some(Ok(self.token_version(Form::Bare, path, &token)))
             }
             Target::Plain { path } => self.contents.value_now(path),
-            Target::Wait { .. } => Some(Ok(Content::unfetched(self.contents.mounted_at))),
+            // Its bytes exist once the server answers: the lookup waits (waits.rs).
+            Target::Wait { .. } => None,
         }
     }
 
-    /// A query name's current version. A waiting read has none until it is opened.
-    pub(crate) async fn query_content(&self, target: &Target) -> Result<Content> {
+    /// A query name's current version: a waiting read waits for the server's answer.
+    pub(crate) async fn query_content(&self, target: &Target, waiter: Waiter) -> Result<Content> {
         if let Some(now) = self.query_content_now(target) {
             return now;
         }
@@ -139,10 +144,20 @@ impl<M: Mds> Files<M> {
             }
             Target::Identity { path } => (path.clone(), Form::Bare),
             Target::Plain { path } => return self.contents.value(path).await,
-            Target::Wait { .. } => return Ok(Content::unfetched(self.contents.mounted_at)),
+            Target::Wait { path, base, limit } => {
+                let bytes = self.waits.wait(path, *limit, waiter).await?;
+                // The value may have changed: the plain name should not serve the old one.
+                self.contents.invalidate(base);
+                return Ok(Content::written(bytes));
+            }
         };
         let token = self.tokens.get(&path).await?;
-        Ok(token_files::version(form, &token, &self.clock))
+        Ok(self.token_version(form, &path, &token))
+    }
+
+    /// A token from the MDS path `path` as the file `form` shows it.
+    fn token_version(&self, form: Form, path: &str, token: &Token) -> Content {
+        token_files::version(form, token, &self.clock, self.tokens.horizon(path))
     }
 
     /// What the query name `query` in directory `dir` asks for, and how long the answer to
@@ -172,18 +187,6 @@ impl<M: Mds> Files<M> {
         Ok((query::target(dir, query, base, self.scoped_tokens)?, validity))
     }
 
-    /// A waiting read: wait (sharing the upstream request with every other reader of the same
-    /// name) and return the new bytes. Never cached.
-    pub(crate) async fn wait_content(&self, target: &Target) -> Result<Bytes> {
-        let Target::Wait { path, base, limit } = target else {
-            return Err(Error::InvalidName("not a waiting read".into()));
-        };
-        let bytes = self.waits.wait(path, *limit).await?;
-        // The value may have changed: the plain name should not serve the old one.
-        self.contents.invalidate(base);
-        Ok(bytes)
-    }
-
     /// The token file of `node`'s account, narrowed to the scopes in effect (scopes.rs).
     fn account_token_path(&self, node: &Node) -> String {
         let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
@@ -205,11 +208,10 @@ impl<M: Mds> Files<M> {
         Bytes::from(status::render(file, &sources))
     }
 
-    /// A status file as of now: rendered, so opened direct-I/O and current for no time at all.
+    /// A status file as of now: rendered at every lookup, and current for no time at all,
+    /// so every `open()` looks it up again.
     fn status_content(&self, file: StatusFile) -> Content {
-        let (bytes, seen) = (self.render_status(file), SystemTime::now());
-        let version = Version { bytes, seen, tag: 0, readable: true, rendered: true };
-        Content { version, validity: Duration::ZERO }
+        Content::written(self.render_status(file))
     }
 }
 

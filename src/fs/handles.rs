@@ -79,13 +79,10 @@ impl Handles {
 
     /// `size` bytes from `offset` of file handle `fh`; `None` if it is not one.
     pub(crate) fn read(&self, fh: u64, offset: u64, size: u32) -> Option<Bytes> {
-        let bytes = match self.open.lock().unwrap().get(&fh) {
-            Some(Handle::File(bytes)) => bytes.clone(),
-            _ => return None,
-        };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        let end = start.saturating_add(size as usize).min(bytes.len());
-        Some(bytes.slice(start..end))
+        match self.open.lock().unwrap().get(&fh) {
+            Some(Handle::File(bytes)) => Some(slice(bytes, offset, size)),
+            _ => None,
+        }
     }
 
     pub(crate) fn dir(&self, fh: u64) -> Option<DirHandle> {
@@ -98,6 +95,12 @@ impl Handles {
     pub(crate) fn remove(&self, fh: u64) {
         self.open.lock().unwrap().remove(&fh);
     }
+}
+
+/// `size` bytes of `bytes` from `offset` (fewer at the end, none past it).
+pub(crate) fn slice(bytes: &Bytes, offset: u64, size: u32) -> Bytes {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    bytes.slice(start..start.saturating_add(size as usize).min(bytes.len()))
 }
 
 /// Hand entries of `dir` from `offset` on to `add`, each with the offset of the one after it,

@@ -1,21 +1,20 @@
 //! The filesystem core: lookup, getattr, readdir, open and read as plain functions returning
-//! our own types or an [`Error`]; the adapter (fuse/) replies with them. [`Core`] owns the names (inodes, tree.rs) and the open handles (handles.rs), and composes
-//! the parts that say what a file holds: `Files` (files.rs) dispatches to the mirror's
-//! contents, the token store, the write-through, waiting reads and the status files. None of
-//! them sees the core: each is handed the client, cache, clock or token store it needs.
+//! our own types or an [`Error`]; the adapter (fuse/) replies with them. [`Core`] owns the
+//! names (inodes, tree.rs) and the open handles (handles.rs), and composes the parts that say
+//! what a file holds: `Files` (files.rs) dispatches to the mirror's contents, the token store,
+//! the write-through, waiting reads and the status files. None of them sees the core: each is
+//! handed the client, cache, clock or token store it needs.
 //!
 //! Invariants:
-//! - Nothing is fetched before it is looked up or listed, and nothing is served that did not
-//!   come whole from the MDS.
-//! - Each version of a file is its own inode (tree.rs): an inode's size and bytes never change,
-//!   so `getattr` never fetches, the kernel may keep an inode's pages (`FOPEN_KEEP_CACHE`) and
-//!   attributes as long as it likes, and `open` → change → `fstat` → read `st_size` bytes
-//!   gives one whole version. A change reaches the next `open()` through the *name*: its entry
-//!   TTL is what is left of our cached value's validity, so the kernel never holds a name
-//!   longer than we hold its value, and the watcher invalidates names sooner.
-//! - One `open()` sees one value: the handle holds the version's bytes (for `token`, the
-//!   rendering made at open, of the version's length). An open whose token moved on since the
-//!   lookup fails with ESTALE, which makes the kernel look the name up again and retry.
+//! - Nothing is fetched before it is looked up or listed, nothing is served that did not come
+//!   whole from the MDS, and nothing is fetched for a caller who may not read the file.
+//! - **What a file holds is fixed when its name is looked up.** Each version of a file is its
+//!   own inode (tree.rs), whose size and bytes never change, so `getattr` never fetches a file,
+//!   the kernel may keep an inode's pages and attributes as long as it likes, and reads need no
+//!   open: on a read-only mount the kernel sends no OPEN, FLUSH or RELEASE at all (fuse/), and
+//!   reads come by inode. A change reaches the next `open()` through the *name*: its entry TTL
+//!   is what is left of the version's validity (for `token`, the rest of the second its
+//!   `expires_in` was rounded from), and the watcher and the token store invalidate names sooner.
 //! - Cache hits are answered without waiting (`*_now`), so the FUSE thread replies directly.
 //! - Lock order: `changes` (read, held while a lookup's reply goes out) before `inodes`; no
 //!   other lock of the core is held while taking another, nor across an `.await`.
@@ -28,6 +27,7 @@ mod files;
 mod guest;
 mod handles;
 pub(crate) mod listing;
+mod names;
 pub mod node;
 pub mod perms;
 pub mod query;
@@ -39,33 +39,32 @@ mod waits;
 mod write;
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use self::entry::attr;
-pub use self::entry::{Attr, Caching, DirEntry, Entry, FileType, FsConfig};
+pub use self::entry::{Attr, DirEntry, Entry, FileType, Forget, FsConfig};
 pub use self::epoch::Epoch;
 use self::files::Files;
 use self::handles::{DirHandle, Handles};
 use self::listing::find;
-use self::node::{Kind, Node, Version, STATUS_DIR};
-use self::tree::Inodes;
+use self::names::Names;
+pub use self::node::Caller;
+use self::node::{Content, Kind, Node, STATUS_DIR};
+use self::waits::Waiter;
 use self::write::Writes;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::paths;
-use crate::stats::Watcher;
 use crate::token::Tokens;
 use crate::upstream::dump::Changes;
 use crate::upstream::mds::Mds;
 
 #[derive(Debug)]
 pub struct Core<M> {
-    config: FsConfig,
     files: Files<M>,
-    inodes: Mutex<Inodes>,
+    names: Names<M>,
     handles: Handles,
     changes: Epoch,
 }
@@ -73,13 +72,15 @@ pub struct Core<M> {
 impl<M: Mds> Core<M> {
     pub fn new(mds: Arc<M>, config: FsConfig, clock: SharedClock) -> Self {
         let files = Files::new(mds, &config, clock);
-        let (inodes, handles, changes) = Default::default();
-        Core { config, files, inodes, handles, changes }
+        let names = Names::new(config, files.contents.clone());
+        let (handles, changes) = Default::default();
+        Core { files, names, handles, changes }
     }
 
-    /// The handle the change watcher reports its state through, for `.metadatafs/status`.
-    pub fn watcher(&self) -> &Watcher {
-        &self.files.board.watcher
+    /// What the status files show of the mount itself: the watcher's state, the read path,
+    /// the FUSE requests served.
+    pub fn board(&self) -> &status::Board {
+        &self.files.board
     }
 
     pub fn tokens(&self) -> &Arc<Tokens<M>> {
@@ -103,7 +104,7 @@ impl<M: Mds> Core<M> {
         if dir.is_empty() && name == STATUS_DIR {
             // Without the root listing: the status matters most when the MDS cannot give one.
             let node = Node { path: name.into(), kind: Kind::Dir };
-            return Ok(Some(self.enter(node, None, self.config.ttl)));
+            return Ok(Some(self.names.enter(node, None, self.names.config.ttl)));
         }
         let Some(listing) = self.listing_now(&dir) else { return Ok(None) };
         let (children, validity) = listing?;
@@ -115,32 +116,44 @@ impl<M: Mds> Core<M> {
                 None => return Ok(None),
             },
         };
-        Ok(Some(self.enter(node, content, validity)))
+        Ok(Some(self.names.enter(node, content, validity)))
     }
 
-    pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+    /// Look `name` up in `parent` for `caller`, fetching what is not cached (a waiting read
+    /// waits here for the server's answer).
+    pub async fn lookup(&self, parent: u64, name: &OsStr, caller: Caller) -> Result<Entry> {
         if let Some(answer) = self.lookup_now(parent, name) {
             return answer;
         }
+        let waiter = Waiter { uid: caller.uid, pid: caller.pid };
+        let perms = &self.names.config.permissions;
         if let Some(query) = name.to_str().map(query::parse).transpose()?.flatten() {
             let dir = self.node(parent)?;
             if dir.kind != Kind::Dir {
                 return Err(Error::NotFound);
             }
             let (target, validity) = self.files.query_target(&dir.path, &query).await?;
-            let content = self.files.query_content(&target).await?;
             let path = paths::child_path(&dir.path, name.to_str().unwrap_or_default());
-            let node = Node { path, kind: Kind::Query(Box::new(target)) };
-            return Ok(self.enter(node, Some(content), validity));
+            let kind = Kind::Query(Box::new(target.clone()));
+            // Nothing is fetched, cached or held for a caller the file's mode refuses.
+            if !perms.may_read(&path, &kind, &caller) {
+                return Err(Error::NotPermitted(format!("uid {} may not read it", caller.uid)));
+            }
+            let content = self.files.query_content(&target, waiter).await?;
+            return Ok(self.names.enter(Node { path, kind }, Some(content), validity));
         }
         let (dir, name) = self.lookup_target(parent, name)?;
         let (children, listing_validity) = self.listing(&dir).await?;
         let node = find(&dir, &children, name)?;
         let content = match node.kind {
             Kind::Dir | Kind::Symlink(_) => None,
-            _ => Some(self.files.content(&node).await?),
+            // A secret not cached yet, for a caller who may not read it: there, unfetched.
+            _ if !perms.may_read(&node.path, &node.kind, &caller) => {
+                Some(Content::unfetched(self.files.contents.mounted_at))
+            }
+            _ => Some(self.files.content(&node, waiter).await?),
         };
-        Ok(self.enter(node, content, listing_validity))
+        Ok(self.names.enter(node, content, listing_validity))
     }
 
     fn lookup_target<'n>(&self, parent: u64, name: &'n OsStr) -> Result<(String, &'n str)> {
@@ -150,19 +163,6 @@ impl<M: Mds> Core<M> {
             Kind::Dir => Ok((dir.path, name)),
             _ => Err(Error::NotFound),
         }
-    }
-
-    /// Hand the kernel one more reference to `node` at its current version. The name lives as
-    /// long as both the listing that shows it and the version it points to stay current.
-    fn enter(&self, node: Node, content: Option<node::Content>, listing: Duration) -> Entry {
-        let (version, entry_ttl) = match content {
-            Some(c) => (Some(Arc::new(c.version)), listing.min(c.validity)),
-            None => (None, listing),
-        };
-        let ino = self.inodes.lock().unwrap().lookup(node.clone(), version.clone());
-        let (attr, ttl) =
-            attr(&self.config, self.files.contents.mounted_at, ino, &node, version.as_deref());
-        Entry { attr, ttl, entry_ttl }
     }
 
     /// `dir`'s listing as this mount shows it (with namespaces `mkdir` made), if cached.
@@ -176,12 +176,28 @@ impl<M: Mds> Core<M> {
         Ok((self.files.writes.with_new_namespaces(dir, children), validity))
     }
 
-    /// Never fetches: an inode's attributes are fixed when it is looked up.
+    /// A file's attributes are fixed when it is looked up; a directory's follow its listing.
     pub fn getattr(&self, ino: u64) -> Result<Entry> {
-        let (node, version) = self.inodes.lock().unwrap().get(ino)?;
-        let (attr, ttl) =
-            attr(&self.config, self.files.contents.mounted_at, ino, &node, version.as_deref());
-        Ok(Entry { attr, ttl, entry_ttl: ttl })
+        self.names.getattr(ino)
+    }
+
+    /// [`Core::getattr`] if that needs no fetch: `None` for a directory whose listing ran out.
+    pub fn getattr_now(&self, ino: u64) -> Option<Result<Entry>> {
+        let node = self.names.get(ino).map(|(node, _)| node);
+        if let Ok(Node { kind: Kind::Dir, path }) = &node {
+            self.files.contents.listing_times(path)?;
+        }
+        Some(self.getattr(ino))
+    }
+
+    /// [`Core::getattr`] once a directory's listing is fetched, if it has run out: a changed
+    /// listing is a new mtime, and the kernel drops its cached `readdir` for it.
+    pub async fn getattr_fresh(&self, ino: u64) -> Result<Entry> {
+        let node = self.node(ino)?;
+        if node.kind == Kind::Dir {
+            self.listing(&node.path).await?;
+        }
+        self.getattr(ino)
     }
 
     /// Whether `path` is a directory the MDS lists (to check options against the real tree).
@@ -197,103 +213,82 @@ impl<M: Mds> Core<M> {
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
-        self.inodes.lock().unwrap().forget(ino, count);
+        self.names.forget(ino, count);
     }
 
     /// Pin the directory's cached listing in a handle, so one `ls` sees one listing.
     pub async fn opendir(&self, ino: u64) -> Result<u64> {
-        let node = self.node(ino)?;
-        if node.kind != Kind::Dir {
-            return Err(Error::NotFound);
-        }
-        let (children, _) = self.listing(&node.path).await?;
-        let parent = node.path.rsplit_once('/').map_or("", |(parent, _)| parent);
-        let held = self.inodes.lock().unwrap().ino_of(parent);
-        let parent = held.unwrap_or_else(|| tree::stable_ino(parent));
-        let fh = self.handles.add_dir(DirHandle { ino, parent, path: node.path, children });
-        self.files.contents.dir_opened(fh, ino);
-        Ok(fh)
+        Ok(self.handles.add_dir(self.dir(ino).await?))
     }
 
-    /// Hand entries from `offset` on to `add` (handles.rs), until it says the buffer is full.
+    async fn dir(&self, ino: u64) -> Result<DirHandle> {
+        let node = self.node(ino)?;
+        let listing = self.listing(&node.path).await;
+        self.names.dir_handle(ino, node, listing)
+    }
+
+    /// Hand entries of directory `ino` from `offset` on to `add` (handles.rs), until it says
+    /// the buffer is full: through handle `fh`, or on the no-open path (`fh` 0) from the
+    /// current listing. `None`: that listing has to be fetched ([`Core::readdir_fresh`]).
     pub fn readdir(
         &self,
+        ino: u64,
         fh: u64,
         offset: u64,
         add: impl FnMut(u64, &DirEntry) -> bool,
+    ) -> Option<Result<()>> {
+        let dir = match fh {
+            0 => {
+                let node = self.node(ino);
+                let listing = self.listing_now(&node.as_ref().ok()?.path)?;
+                node.and_then(|node| self.names.dir_handle(ino, node, listing))
+            }
+            fh => self.handles.dir(fh).ok_or(Error::Stale),
+        };
+        Some(dir.map(|dir| self.list(&dir, offset, add)))
+    }
+
+    /// [`Core::readdir`] without a handle, fetching the listing first.
+    pub async fn readdir_fresh(
+        &self,
+        ino: u64,
+        offset: u64,
+        add: impl FnMut(u64, &DirEntry) -> bool,
     ) -> Result<()> {
-        let dir = self.handles.dir(fh).ok_or(Error::Stale)?;
-        handles::readdir(&dir, &self.inodes.lock().unwrap(), offset, add);
+        let dir = self.dir(ino).await?;
+        self.list(&dir, offset, add);
         Ok(())
     }
 
-    /// Open `ino` if that needs no fetch: `None` means [`Core::open`] has to wait.
-    pub fn open_now(&self, ino: u64, write: bool) -> Option<Result<(u64, Caching)>> {
-        let (node, version) = match self.open_target(ino, write) {
-            Ok(target) => target,
-            Err(e) => return Some(Err(e)),
-        };
-        if node.kind == Kind::Value && version.readable {
-            return Some(Ok((self.handles.add_file(version.bytes.clone()), Caching::KeepCache)));
+    fn list(&self, dir: &DirHandle, offset: u64, add: impl FnMut(u64, &DirEntry) -> bool) {
+        if offset == 0 {
+            self.files.contents.dir_listed(dir.ino);
         }
-        if let Kind::Status(file) = node.kind {
-            // Counters move between lookup and open: whatever length it has now, direct-I/O.
-            return Some(Ok((
-                self.handles.add_file(self.files.render_status(file)),
-                Caching::Direct,
-            )));
-        }
-        if !version.readable {
-            return None;
-        }
-        Some(
-            self.files.content_now(&node)?.and_then(|content| self.open_version(&version, content)),
-        )
+        self.names.readdir(dir, offset, add);
     }
 
-    pub async fn open(&self, ino: u64, write: bool) -> Result<(u64, Caching)> {
-        if let Some(answer) = self.open_now(ino, write) {
-            return answer;
-        }
-        let (node, version) = self.open_target(ino, write)?;
-        if let Kind::Query(target) = &node.kind {
-            if let node::Target::Wait { .. } = **target {
-                let bytes = self.files.wait_content(target).await?;
-                return Ok((self.handles.add_file(bytes), Caching::Direct));
-            }
-        }
-        let content = self.files.content(&node).await?;
-        if !content.version.readable {
-            // Say why the MDS will not answer this key without parameters.
-            return Err(Error::BadRequest { path: node.path });
-        }
-        self.open_version(&version, content)
-    }
-
-    fn open_target(&self, ino: u64, write: bool) -> Result<(Node, Arc<Version>)> {
-        let (node, version) = self.inodes.lock().unwrap().get(ino)?;
+    /// Open `ino` (the open path, on mounts with a write-through option or kernels without
+    /// no-open support): a handle on the version's bytes, which the kernel may keep cached.
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64> {
+        let (node, version) = self.names.get(ino)?;
         if write {
             return Err(Error::ReadOnly);
         }
         let version = version.ok_or_else(|| Error::InvalidName("not a file".into()))?;
-        Ok((node, version))
-    }
-
-    /// Open `version`, whose file's current content is `content`. Token files render at every
-    /// open; if the token moved on since the lookup, the size the kernel holds is no longer
-    /// what a read would give: ESTALE, and the kernel looks the name up again.
-    fn open_version(&self, version: &Version, content: node::Content) -> Result<(u64, Caching)> {
-        if !version.same(&content.version) {
-            return Err(Error::Stale);
+        if !version.readable {
+            // Say why the MDS will not answer this key without parameters.
+            return Err(Error::BadRequest { path: node.path });
         }
-        let (bytes, caching) = match content.version.rendered {
-            true => (content.version.bytes, Caching::Direct),
-            false => (version.bytes.clone(), Caching::KeepCache),
-        };
-        Ok((self.handles.add_file(bytes), caching))
+        Ok(self.handles.add_file(version.bytes.clone()))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+    /// `size` bytes from `offset` of inode `ino`: through handle `fh`, or on the no-open path
+    /// (`fh` 0) straight from the inode's version.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        if fh == 0 {
+            let version = self.names.get(ino)?.1.ok_or(Error::Stale)?;
+            return Ok(handles::slice(&version.bytes, offset, size));
+        }
         if let Some(bytes) = self.handles.read(fh, offset, size) {
             return Ok(bytes);
         }
@@ -303,11 +298,10 @@ impl<M: Mds> Core<M> {
     pub fn release(&self, fh: u64) {
         self.handles.remove(fh);
         self.files.writes.release(fh);
-        self.files.contents.dir_closed(fh);
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
-        Ok(self.inodes.lock().unwrap().get(ino)?.0)
+        self.names.node(ino)
     }
 
     /// The write-through (write.rs), for the operations that need no inode: write, flush, the
@@ -339,7 +333,7 @@ impl<M: Mds> Core<M> {
     /// `mkdir instance/guest-attributes/NS`.
     pub async fn mkdir(&self, parent: u64, name: &OsStr, uid: u32) -> Result<Entry> {
         let node = self.files.writes.mkdir(&self.node(parent)?, name, uid)?;
-        let entry = self.enter(node, None, Duration::ZERO);
+        let entry = self.names.enter(node, None, Duration::ZERO);
         Ok(Entry { ttl: Duration::ZERO, ..entry })
     }
 
@@ -349,7 +343,7 @@ impl<M: Mds> Core<M> {
         let fh = self.handles.next_fh();
         let node = self.files.writes.create(fh, &self.node(parent)?, name, uid)?;
         let empty = node::Content::written(Bytes::new());
-        let entry = self.enter(node, Some(empty), Duration::ZERO);
+        let entry = self.names.enter(node, Some(empty), Duration::ZERO);
         Ok((Entry { ttl: Duration::ZERO, ..entry }, fh))
     }
 
@@ -385,14 +379,20 @@ impl<M: Mds> Core<M> {
         &self.changes
     }
 
-    /// Expire every cached value and listing `changes` touches, and say which names the kernel
-    /// holds that it must forget: (parent inode, name). Counted before the kernel is told.
-    pub fn drop_changed(&self, changes: &Changes) -> Vec<(u64, String)> {
-        let subtrees = self.files.contents.drop_changed(changes);
+    /// The names to forget once the token from MDS path `path` was replaced: every file of
+    /// its account directory the kernel holds (the token files and their query names).
+    pub fn token_replaced(&self, path: &str) -> Forget {
+        self.names.token_replaced(path)
+    }
+
+    /// Expire every cached value and listing `changes` touches, and say what the kernel holds
+    /// that it must forget. Counted before the kernel is told.
+    pub fn drop_changed(&self, changes: &Changes) -> Forget {
+        let (subtrees, listings) = self.files.contents.drop_changed(changes);
         // From here on, lookups answered from before the expiry reply without a TTL
         // (`settle`); those that replied already hold their inodes, listed below.
         self.changes.advance();
-        self.inodes.lock().unwrap().names_under(&subtrees)
+        self.names.held(&subtrees, &listings)
     }
 }
 

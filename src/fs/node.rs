@@ -13,7 +13,7 @@ pub enum Kind {
     Dir,
     /// A value mirrored from the MDS, cached for `ttl`.
     Value,
-    /// `…/service-accounts/ACCOUNT/token`: the token JSON, `expires_in` rendered at open.
+    /// `…/service-accounts/ACCOUNT/token`: the token JSON, `expires_in` as of the lookup.
     Token,
     /// `…/service-accounts/ACCOUNT/access_token`: the bare token.
     AccessToken,
@@ -21,7 +21,7 @@ pub enum Kind {
     Authorization,
     /// A query name (`NAME?k=v`): what it asks of the MDS.
     Query(Box<Target>),
-    /// `.metadatafs/status` or `metrics`: rendered per open, never fetched.
+    /// `.metadatafs/status` or `metrics`: rendered at every lookup, never fetched.
     Status(StatusFile),
     Symlink(String),
 }
@@ -35,18 +35,15 @@ pub struct Node {
 /// What a file inode holds, fixed for its whole life. `Debug` shows sizes, never bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Version {
-    /// The file's bytes; for `token`, one rendering (only its length is fixed: `expires_in`
-    /// is rendered again at every open, with as many digits).
+    /// The file's bytes: what every read of this inode returns, on both read paths.
     pub bytes: Bytes,
     /// When this mount first saw these bytes: the file's mtime and ctime.
     pub seen: SystemTime,
     /// For token files, which token the bytes come from (a hash, never the token); else 0.
     pub tag: u64,
     /// False for a listed key the MDS only answers with parameters (`identity`): size 0, and
-    /// opening it asks the MDS again.
+    /// opening it says why.
     pub readable: bool,
-    /// The bytes differ from open to open (with the same length): `token`.
-    pub rendered: bool,
 }
 
 impl Version {
@@ -56,11 +53,7 @@ impl Version {
 
     /// Whether `other` is the same version: the kernel may keep what it has.
     pub fn same(&self, other: &Version) -> bool {
-        self.readable == other.readable
-            && self.tag == other.tag
-            && self.rendered == other.rendered
-            && self.bytes.len() == other.bytes.len()
-            && (self.rendered || self.bytes == other.bytes)
+        self.readable == other.readable && self.tag == other.tag && self.bytes == other.bytes
     }
 }
 
@@ -146,15 +139,30 @@ impl Content {
     /// The version of a name whose bytes exist only once read (a waiting read): size 0, and
     /// `open` fetches.
     pub(crate) fn unfetched(seen: SystemTime) -> Content {
-        let version =
-            Version { bytes: Bytes::new(), seen, tag: 0, readable: false, rendered: false };
+        let version = Version { bytes: Bytes::new(), seen, tag: 0, readable: false };
         Content { version, validity: Duration::ZERO }
     }
 
-    /// What this mount just wrote (a new guest attribute): current for no time at all.
+    /// Bytes seen just now and current for no time at all: a guest attribute this mount just
+    /// created, a status file rendered at lookup, a waiting read's answer.
     pub(crate) fn written(bytes: Bytes) -> Content {
         let seen = SystemTime::now();
-        let version = Version { bytes, seen, tag: 0, readable: true, rendered: false };
+        let version = Version { bytes, seen, tag: 0, readable: true };
         Content { version, validity: Duration::ZERO }
     }
+}
+
+/// Who asks, from the FUSE request header: what a lookup may fetch on their behalf is what
+/// they may read (SPEC §3), and a waiting read is paced and bounded per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    /// The calling thread, for its supplementary groups and its hand-off (waits.rs).
+    pub pid: u32,
+}
+
+impl Caller {
+    /// The daemon itself, or a test: may read everything.
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0, pid: 0 };
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::fs::node::{Kind, Target};
+use crate::fs::node::{Caller, Kind, Target};
 
 /// The root symlink users reach service accounts through (see `fs`).
 const SERVICE_ACCOUNTS_LINK: &str = "service-accounts";
@@ -49,6 +49,12 @@ impl Permissions {
             Kind::Value if self.scopes_writable && is_account_scopes(path) => (0o644, self.gid),
             _ => (0o444, self.gid),
         }
+    }
+
+    /// Whether `caller` may read the file at `path`: nothing is fetched for one who may not.
+    pub fn may_read(&self, path: &str, kind: &Kind, caller: &Caller) -> bool {
+        let (perm, group) = self.mode(path, kind);
+        may_read(caller.uid, caller.gid, caller.pid, perm, self.uid, group)
     }
 
     pub fn is_secret(&self, path: &str, kind: &Kind) -> bool {
@@ -117,6 +123,26 @@ impl Permissions {
                 glob.starts_with('*') || under(glob)
             })
     }
+}
+
+/// Whether a caller with `uid`, primary group `gid` and (if asked for) the supplementary
+/// groups of thread `pid` may read a file of mode `perm` owned by `owner`:`group`, as the
+/// kernel's `default_permissions` check at open would decide.
+pub fn may_read(uid: u32, gid: u32, pid: u32, perm: u16, owner: u32, group: u32) -> bool {
+    if uid == 0 || perm & 0o004 != 0 || (uid == owner && perm & 0o400 != 0) {
+        return true;
+    }
+    if uid == owner || perm & 0o040 == 0 {
+        return false;
+    }
+    gid == group || supplementary_groups(pid).contains(&group)
+}
+
+/// The `Groups:` of `/proc/PID/status`: empty if the thread is gone.
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix("Groups:")).unwrap_or_default();
+    line.split_whitespace().filter_map(|g| g.parse().ok()).collect()
 }
 
 const GUEST_ATTRIBUTES: &str = "instance/guest-attributes";

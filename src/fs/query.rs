@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::fs::node::{Form, Target};
 use crate::paths;
 
+/// The longest `timeout_sec` a waiting read may ask for (an hour).
+pub const MAX_TIMEOUT_SEC: u64 = 3600;
+
 /// What a short scope name stands for (`devstorage.read_only`).
 pub const SCOPE_PREFIX: &str = "https://www.googleapis.com/auth/";
 
@@ -155,9 +158,10 @@ fn canonical(key: &str, value: &str) -> Result<String> {
             "standard" | "full" => Ok(value.to_string()),
             _ => Err(invalid("format is standard or full")),
         },
+        // Bounded: a waiting read holds a descriptor upstream for as long as it waits.
         "timeout_sec" => match value.parse::<u32>() {
-            Ok(n) => Ok(n.to_string()),
-            Err(_) => Err(invalid("timeout_sec is a whole number of seconds")),
+            Ok(n) if u64::from(n) <= MAX_TIMEOUT_SEC => Ok(n.to_string()),
+            _ => Err(invalid("timeout_sec is a whole number of seconds, at most 3600")),
         },
         "last_etag" if !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric()) => {
             Ok(value.to_string())

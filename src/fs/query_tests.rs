@@ -105,6 +105,7 @@ fn names_map_to_one_canonical_request_or_an_errno() {
         ),
         ("instance", "zone?timeout_sec=5", Value, einval.clone()),
         ("instance", "zone?wait_for_change=true&timeout_sec=1.5", Value, einval.clone()),
+        ("instance", "zone?wait_for_change=true&timeout_sec=3601", Value, einval.clone()),
         ("instance", "zone?wait_for_change=true&last_etag=a-b", Value, einval.clone()),
         // The allow-list, and what a name may never carry.
         ("instance", "zone?foo=bar", Value, einval.clone()),

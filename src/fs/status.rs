@@ -14,6 +14,7 @@
 //!   letters, digits, `-` and `_`). Were it ever to list `.metadatafs` at the root, ours wins and
 //!   the server's is unreachable through the mount, with a warning in the log.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -22,7 +23,7 @@ use crate::cache::CacheStats;
 use crate::clock::Clock;
 use crate::fs::node::StatusFile;
 use crate::stats::LATENCY_BUCKETS;
-use crate::stats::{Event, MdsCounters, MdsStats, Watcher, WatcherPhase, WatcherState};
+use crate::stats::{Event, FuseOps, MdsCounters, MdsStats, Watcher, WatcherPhase, WatcherState};
 use crate::token::{TokenStats, TokenStatus};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -33,11 +34,20 @@ pub struct Board {
     started: Instant,
     started_at: SystemTime,
     pub watcher: Watcher,
+    /// The read path the kernel and the daemon agreed on at mount, and why (fuse/).
+    pub read_path: Mutex<(&'static str, &'static str)>,
+    pub fuse: FuseOps,
 }
 
 impl Board {
     pub fn new(clock: &dyn Clock) -> Self {
-        Board { started: clock.now(), started_at: SystemTime::now(), watcher: Watcher::default() }
+        Board {
+            started: clock.now(),
+            started_at: SystemTime::now(),
+            watcher: Watcher::default(),
+            read_path: Mutex::new(("open", "not mounted yet")),
+            fuse: FuseOps::default(),
+        }
     }
 }
 
@@ -67,6 +77,8 @@ pub(crate) struct Snapshot {
     pub tokens: Vec<TokenStatus>,
     pub token_fetches: [u64; 3],
     pub watcher: WatcherState,
+    pub read_path: (&'static str, &'static str),
+    pub fuse: Vec<(&'static str, u64)>,
 }
 
 const CACHE_FIELDS: [&str; 7] =
@@ -97,6 +109,8 @@ impl Snapshot {
             tokens: s.tokens.clone(),
             token_fetches: [t.new.load(Relaxed), t.same.load(Relaxed), t.failed.load(Relaxed)],
             watcher: s.board.watcher.snapshot(),
+            read_path: *s.board.read_path.lock().unwrap(),
+            fuse: s.board.fuse.snapshot(),
         }
     }
 
@@ -164,6 +178,8 @@ pub(crate) fn status_json(s: &Snapshot) -> Value {
             "failures": s.mds.failures,
             "requests": s.mds.requests,
         },
+        "read_path": {"path": s.read_path.0, "why": s.read_path.1},
+        "fuse_requests": s.fuse.iter().map(|(op, n)| (op.to_string(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
         "cache": cache,
         "tokens": tokens,
         "token_fetches": fetches,
@@ -195,6 +211,18 @@ pub(crate) fn metrics_text(s: &Snapshot) -> String {
         for kind in ["http", "https-mtls", "http-fallback"] {
             out.sample("mds_transport", &[("kind", kind)], u64::from(current == kind));
         }
+    }
+    out.family(
+        "read_path",
+        "gauge",
+        "1 for the read path: no-open (warm reads ask the daemon nothing) or open.",
+    );
+    for path in ["no-open", "open"] {
+        out.sample("read_path", &[("path", path)], u64::from(s.read_path.0 == path));
+    }
+    out.family("fuse_requests_total", "counter", "FUSE requests the kernel sent, by operation.");
+    for (op, n) in &s.fuse {
+        out.sample("fuse_requests_total", &[("op", op)], *n);
     }
     out.family("mds_up", "gauge", "1 if the metadata server answered the last request, else 0.");
     if let Some((answered, _)) = s.mds.last_answer {

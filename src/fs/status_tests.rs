@@ -31,6 +31,8 @@ fn snapshot() -> Snapshot {
         }],
         token_fetches: [1, 0, 0],
         watcher: WatcherState::default(),
+        read_path: ("no-open", "a read-only mount"),
+        fuse: vec![("lookup", 3), ("read", 1)],
     }
 }
 

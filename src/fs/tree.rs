@@ -168,7 +168,6 @@ mod tests {
             seen: SystemTime::UNIX_EPOCH,
             tag: 0,
             readable: true,
-            rendered: false,
         }))
     }
 

@@ -2,42 +2,180 @@
 //! wait on one canonical request, one request waits upstream, and all of them get its answer.
 //!
 //! [`Waits`] owns the requests in flight and is handed the client; it knows nothing of files.
+//! What a file holds is fixed at lookup, so a waiting read waits in its lookup. Bounds, so that
+//! no local user can turn waiting reads into descriptors or a request pump (SPEC §6):
+//! - at most [`PER_UID`] distinct requests started by one user wait upstream at once, and
+//!   [`GLOBAL`] in all; past that a new one is EAGAIN (readers of one already waiting join it);
+//! - each user starts at most [`RATE`] upstream requests a second (bursts of [`BURST`]): a loop
+//!   of reads the server answers at once (`last_etag=0`) is paced, not pumped;
+//! - `timeout_sec` is at most an hour (query.rs), and so is a wait without it;
+//! - a reader that goes away (interrupted, killed: the adapter drops its lookup) drops its
+//!   share; the last one gone drops the upstream request, and its connection with it.
+//!
+//! The kernel may look a name up twice for one `open()`: once to revalidate the dentry it has
+//! and, since a new answer is a new inode, again to instantiate it. The second lookup, from the
+//! same thread within [`HANDOFF`], gets the answer the first one got instead of waiting for
+//! the next change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::upstream::mds::Mds;
 
-/// Without `timeout_sec` the MDS waits as long as it likes; so do we, up to a day.
-const UNBOUNDED_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Without `timeout_sec` the MDS waits as long as it likes; we wait at most this.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Distinct waiting requests one user may have upstream at once, and all users together.
+pub(crate) const PER_UID: usize = 32;
+pub(crate) const GLOBAL: usize = 512;
+/// Upstream waiting requests one user may start per second, and in a burst.
+const RATE: f64 = 5.0;
+const BURST: f64 = 10.0;
+/// How long an answer is kept for the same thread's second lookup of the same name.
+const HANDOFF: Duration = Duration::from_secs(2);
+
+/// Who waits: the uid bounds what they may start, the pid (thread) gets the hand-off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiter {
+    pub(crate) uid: u32,
+    pub(crate) pid: u32,
+}
 
 #[derive(Debug)]
 pub(crate) struct Waits<M> {
     mds: Arc<M>,
-    inflight: Mutex<HashMap<String, Arc<OnceCell<Result<Bytes>>>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inflight: HashMap<String, Arc<Inflight>>,
+    per_uid: HashMap<u32, usize>,
+    handed: HashMap<(String, u32), (Bytes, Instant)>,
+    buckets: HashMap<u32, (f64, Instant)>,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    answer: OnceCell<Result<Bytes>>,
+    uid: u32,
 }
 
 impl<M: Mds> Waits<M> {
     pub(crate) fn new(mds: Arc<M>) -> Self {
-        Waits { mds, inflight: Mutex::default() }
+        Waits { mds, state: Mutex::default() }
     }
 
-    /// Wait for the MDS to answer the waiting request `path` (its `timeout_sec` is `limit`),
-    /// sharing the upstream request with every other reader of the same one.
-    pub(crate) async fn wait(&self, path: &str, limit: Option<Duration>) -> Result<Bytes> {
-        let limit = limit.unwrap_or(UNBOUNDED_WAIT);
-        let cell = self.inflight.lock().unwrap().entry(path.to_string()).or_default().clone();
-        let result = cell.get_or_init(|| self.mds.wait(path, limit)).await.clone();
-        // Answered: a reader arriving from now on waits for the next change.
-        let mut inflight = self.inflight.lock().unwrap();
-        if inflight.get(path).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
-            inflight.remove(path);
+    /// The answer handed to `waiter` for `path` a moment ago, if the kernel is asking again.
+    pub(crate) fn handed(&self, path: &str, waiter: Waiter) -> Option<Bytes> {
+        let mut state = self.state.lock().unwrap();
+        let (bytes, at) = state.handed.remove(&(path.to_string(), waiter.pid))?;
+        (at.elapsed() < HANDOFF).then_some(bytes)
+    }
+
+    /// Wait for the MDS to answer the waiting request `path` (its `timeout_sec` is `limit`).
+    pub(crate) async fn wait(
+        &self,
+        path: &str,
+        limit: Option<Duration>,
+        waiter: Waiter,
+    ) -> Result<Bytes> {
+        if let Some(bytes) = self.handed(path, waiter) {
+            return Ok(bytes);
         }
-        result
+        let (inflight, delay) = self.join(path, waiter.uid)?;
+        let share = Share { waits: self, path, inflight: inflight.clone() };
+        let limit = limit.unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        let started = async {
+            tokio::time::sleep(delay).await;
+            self.mds.wait(path, limit).await
+        };
+        let result = share.inflight.answer.get_or_init(|| started).await.clone();
+        drop(share);
+        let bytes = result?;
+        let mut state = self.state.lock().unwrap();
+        state.handed.retain(|_, (_, at)| at.elapsed() < HANDOFF);
+        state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
+        Ok(bytes)
+    }
+
+    /// Join the request waiting on `path`, or start one if `uid` may: how long the new one
+    /// must wait for its turn under the user's pace.
+    fn join(&self, path: &str, uid: u32) -> Result<(Arc<Inflight>, Duration)> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(inflight) = state.inflight.get(path) {
+            return Ok((inflight.clone(), Duration::ZERO));
+        }
+        let mine = state.per_uid.get(&uid).copied().unwrap_or(0);
+        if mine >= PER_UID || state.inflight.len() >= GLOBAL {
+            return Err(Error::Busy(format!("uid {uid} has {mine} waiting reads in flight")));
+        }
+        let delay = pace(state.buckets.entry(uid).or_insert((BURST, Instant::now())));
+        if state.buckets.len() > 4 * GLOBAL {
+            state
+                .buckets
+                .retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * RATE < BURST);
+        }
+        let inflight = Arc::new(Inflight { answer: OnceCell::new(), uid });
+        state.inflight.insert(path.to_string(), inflight.clone());
+        *state.per_uid.entry(uid).or_default() += 1;
+        Ok((inflight, delay))
+    }
+}
+
+/// Take one token from a user's bucket `(tokens, refilled at)`: how long to wait for it.
+fn pace(bucket: &mut (f64, Instant)) -> Duration {
+    let now = Instant::now();
+    let (tokens, at) = bucket;
+    *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * RATE).min(BURST) - 1.0;
+    *at = now;
+    match *tokens < 0.0 {
+        true => Duration::from_secs_f64(-*tokens / RATE),
+        false => Duration::ZERO,
+    }
+}
+
+/// One reader's share of a waiting request. When the last share is dropped (answered, or
+/// every reader gone), the request leaves the table and its user's count.
+struct Share<'a, M> {
+    waits: &'a Waits<M>,
+    path: &'a str,
+    inflight: Arc<Inflight>,
+}
+
+impl<M> Drop for Share<'_, M> {
+    fn drop(&mut self) {
+        let mut state = self.waits.state.lock().unwrap();
+        let current = state.inflight.get(self.path).is_some_and(|i| Arc::ptr_eq(i, &self.inflight));
+        // The table's reference and ours: nobody else waits on it.
+        let last = Arc::strong_count(&self.inflight) <= 2;
+        if current && (last || self.inflight.answer.initialized()) {
+            state.inflight.remove(self.path);
+            let uid = self.inflight.uid;
+            if let Some(n) = state.per_uid.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    state.per_uid.remove(&uid);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_starts_at_most_a_burst_then_five_a_second() {
+        let mut bucket = (BURST, Instant::now());
+        let delays: Vec<Duration> = (0..20).map(|_| pace(&mut bucket)).collect();
+        assert!(delays[..10].iter().all(|d| d.is_zero()), "{delays:?}");
+        assert!(delays[10] > Duration::from_millis(150), "{delays:?}");
+        assert!(delays[19] >= Duration::from_millis(1900), "ten more take two seconds: {delays:?}");
     }
 }

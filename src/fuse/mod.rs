@@ -1,20 +1,23 @@
 //! The thin fuser adapter: each operation calls the core and turns its answer into a reply.
 //!
-//! Cache hits are answered inline on the FUSE thread (`lookup_now`, `open_now`; `getattr`,
-//! reads, readdir, release, readlink and forget only touch memory): a hop through the async
-//! runtime would cost more than the answer. Only when the MDS has to be asked (a miss in
-//! lookup, open, opendir) does the operation become a task on the tokio runtime, so the FUSE
-//! thread is free for the next request at once and a slow MDS never stalls a cached read.
+//! **Two read paths**, decided at INIT and shown in `.metadatafs/status`:
+//! - **no-open** (a read-only mount on a kernel with `FUSE_NO_OPEN_SUPPORT` and
+//!   `FUSE_NO_OPENDIR_SUPPORT`, Linux 5.1): the first OPEN, OPENDIR and FLUSH are answered
+//!   ENOSYS, after which the kernel sends none of them (nor RELEASE) for the connection, keeps
+//!   file pages across opens and caches `readdir`. A warm `cat` or `ls -l` then asks the daemon
+//!   nothing. What a file holds is fixed at lookup (fs/), reads come by inode, and a
+//!   directory's cached listing is dropped when its mtime moves (`FUSE_AUTO_INVAL_DATA`) or
+//!   the watcher says it changed.
+//! - **open** (a mount with a write-through option, whose writes need handles and whose
+//!   `close()` reports errors; a kernel without no-open support; or `-o read_path=open`):
+//!   OPEN answers a handle on the same immutable bytes with `FOPEN_KEEP_CACHE |
+//!   FOPEN_NOFLUSH`, so reads still come from the page cache; OPENDIR pins a listing.
 //!
-//! Read-only opens carry `FOPEN_NOFLUSH`: closing such a file has nothing to report, so the
-//! kernel skips the FLUSH round trip. Files whose bytes never change keep the page cache
-//! (`FOPEN_KEEP_CACHE`); `token` files are direct I/O, mappable through
-//! `FUSE_DIRECT_IO_ALLOW_MMAP` (Linux 6.6). An older kernel cannot map a direct-I/O file
-//! shared, so there token opens use the page cache, dropped at every open, instead: `mmap`
-//! works on every file either way.
+//! Cache hits are answered on the FUSE thread; only when the MDS has to be asked does an
+//! operation become a task, so a slow MDS never stalls a cached read. Such a task is dropped
+//! with EINTR when its caller is signalled (interrupt.rs).
 //!
-//! The write side is in write.rs. Everything else that would change the tree (mknod, symlink,
-//! rename, link) is refused with EROFS.
+//! The write side is in write.rs; mknod, symlink, rename and link are refused with EROFS.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -25,10 +28,13 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 
+mod init;
+mod interrupt;
 mod reply;
 mod write;
 
-use self::reply::{errno, file_attr, file_kind, kernel_ttl, reply_entry, reply_open, Served};
+use self::interrupt::interruptible;
+use self::reply::{add, caller, errno, reply_entry};
 use crate::fs::Core;
 use crate::upstream::mds::Mds;
 
@@ -36,69 +42,72 @@ use crate::upstream::mds::Mds;
 pub struct FuseFs<M> {
     core: Arc<Core<M>>,
     runtime: tokio::runtime::Handle,
-    served: Served,
-    /// The kernel maps direct-I/O files (`FUSE_DIRECT_IO_ALLOW_MMAP`).
-    direct_mmap: bool,
+    /// Why this mount keeps the open path whatever the kernel offers, if it does.
+    open_path: Option<&'static str>,
+    /// Decided at INIT: OPEN, OPENDIR and FLUSH are answered ENOSYS.
+    no_open: bool,
 }
 
 impl<M: Mds> FuseFs<M> {
-    pub fn new(core: Arc<Core<M>>, runtime: tokio::runtime::Handle) -> Self {
-        FuseFs { core, runtime, served: Served::default(), direct_mmap: false }
+    /// `open_path`: why this mount must keep the open path (write-through, `read_path=open`).
+    pub fn new(
+        core: Arc<Core<M>>,
+        runtime: tokio::runtime::Handle,
+        open_path: Option<&'static str>,
+    ) -> Self {
+        FuseFs { core, runtime, open_path, no_open: false }
+    }
+
+    fn count(&self, op: &str) {
+        self.core.board().fuse.add(op);
     }
 }
 
 impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
-        // Without this the kernel serialises lookups per directory, and one name waiting on
-        // the MDS would stall every other lookup in its directory, cached or not.
-        if config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS).is_err() {
-            log::info!("the kernel does not offer parallel directory operations");
-        }
-        // `token` files are direct I/O (each open renders its own bytes); without this the
-        // kernel refuses to map them (ENODEV).
-        self.direct_mmap =
-            config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
-        // `O_TRUNC` arrives with `open`, so `echo x > file` is one open, not open + truncate.
-        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
-        // Many readers may wait on the MDS at once; let the kernel have them all in flight.
-        let _ = config.set_max_background(256);
-        let _ = config.set_congestion_threshold(192);
+        let (path, why) = init::negotiate(config, self.open_path);
+        self.no_open = path == "no-open";
+        *self.core.board().read_path.lock().unwrap() = (path, why);
         Ok(())
     }
 
     fn destroy(&mut self) {
-        log::info!("FUSE requests served:{}", self.served);
+        let served: String =
+            self.core.board().fuse.snapshot().iter().map(|(op, n)| format!(" {op}={n}")).collect();
+        log::info!("FUSE requests served:{served}");
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.served.add("lookup");
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count("lookup");
         let epoch = self.core.changes().current();
         if let Some(answer) = self.core.lookup_now(parent.0, name) {
             return reply_entry(reply, answer, &self.core, epoch);
         }
-        // A miss while the directory is being listed: `ls -l` is about to look up every name
-        // in turn, so fetch them together.
+        // A miss while the directory is being listed (`ls -l`): fetch the rest together.
         if let Some(prefetch) = self.core.prefetch(parent.0) {
             self.runtime.spawn(prefetch);
         }
-        let (core, name) = (self.core.clone(), name.to_owned());
+        let (core, name, caller) = (self.core.clone(), name.to_owned(), caller(req));
         self.runtime.spawn(async move {
-            let answer = core.lookup(parent.0, &name).await;
+            let answer = interruptible(caller.pid, core.lookup(parent.0, &name, caller)).await;
             reply_entry(reply, answer, &core, epoch)
         });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.served.add("forget");
+        self.count("forget");
         self.core.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.served.add("getattr");
-        match self.core.getattr(ino.0) {
-            Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),
-            Err(e) => reply.error(errno("getattr", &e)),
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count("getattr");
+        if let Some(answer) = self.core.getattr_now(ino.0) {
+            return reply::reply_attr(reply, answer);
         }
+        let (core, pid) = (self.core.clone(), req.pid());
+        self.runtime.spawn(async move {
+            reply::reply_attr(reply, interruptible(pid, core.getattr_fresh(ino.0)).await)
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -109,25 +118,27 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.served.add("open");
+        self.count("open");
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if self.no_open {
+            // The kernel stops sending OPEN (and RELEASE) and keeps pages across opens.
+            return reply.error(Errno::ENOSYS);
+        }
         if write {
             let truncate = flags.0 & libc::O_TRUNC != 0;
             return write::open(&self.core, &self.runtime, ino.0, req.uid(), truncate, reply);
         }
-        if let Some(answer) = self.core.open_now(ino.0, write) {
-            return reply_open(reply, answer, self.direct_mmap);
+        match self.core.open(ino.0, write) {
+            Ok(fh) => reply
+                .opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
+            Err(e) => reply.error(errno("open", &e)),
         }
-        let core = self.core.clone();
-        let direct_mmap = self.direct_mmap;
-        self.runtime
-            .spawn(async move { reply_open(reply, core.open(ino.0, write).await, direct_mmap) });
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -135,8 +146,8 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        self.served.add("read");
-        match self.core.read(fh.0, offset, size) {
+        self.count("read");
+        match self.core.read(ino.0, fh.0, offset, size) {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => reply.error(errno("read", &e)),
         }
@@ -166,6 +177,11 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count("flush");
+        if self.no_open {
+            // Nothing is ever written here: the kernel stops sending FLUSH.
+            return reply.error(Errno::ENOSYS);
+        }
         write::flush(&self.core, &self.runtime, fh.0, reply);
     }
 
@@ -179,14 +195,19 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count("release");
         write::release(&self.core, &self.runtime, fh.0, reply);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.served.add("opendir");
-        let core = self.core.clone();
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count("opendir");
+        if self.no_open {
+            // The kernel stops sending OPENDIR and RELEASEDIR and caches what READDIR gives.
+            return reply.error(Errno::ENOSYS);
+        }
+        let (core, pid) = (self.core.clone(), req.pid());
         self.runtime.spawn(async move {
-            match core.opendir(ino.0).await {
+            match interruptible(pid, core.opendir(ino.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
             }
@@ -195,19 +216,24 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
 
     fn readdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.served.add("readdir");
-        let added = self.core.readdir(fh.0, offset, |next, entry| {
-            reply.add(INodeNo(entry.ino), next, file_kind(entry.kind), &entry.name)
-        });
-        match added {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("readdir", &e)),
+        self.count("readdir");
+        match self.core.readdir(ino.0, fh.0, offset, add(&mut reply)) {
+            Some(answer) => reply::reply_listed(reply, answer),
+            None => {
+                let (core, pid) = (self.core.clone(), req.pid());
+                self.runtime.spawn(async move {
+                    let listed =
+                        interruptible(pid, core.readdir_fresh(ino.0, offset, add(&mut reply)));
+                    let listed = listed.await;
+                    reply::reply_listed(reply, listed)
+                });
+            }
         }
     }
 
@@ -241,9 +267,9 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
         if size == 0 {
-            reply.size(0);
+            reply.size(0)
         } else {
-            reply.data(&[]);
+            reply.data(&[])
         }
     }
 

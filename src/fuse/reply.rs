@@ -1,40 +1,14 @@
 //! Turning the core's answers into the kernel's replies: attributes, entries with their TTLs,
-//! open flags, errnos (logged at the error's own level), and the count of requests served
-//! that the benchmark reads at unmount.
+//! errnos (logged at the error's own level).
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::{Errno, FileHandle, FopenFlags, Generation, INodeNo, ReplyEntry, ReplyOpen};
+use fuser::{Errno, Generation, INodeNo, ReplyAttr, ReplyDirectory, ReplyEntry, Request};
 use log::log;
 
 use crate::error::{Error, Result};
-use crate::fs::{Attr, Caching, Core, Entry, FileType};
+use crate::fs::{Attr, Caller, Core, DirEntry, Entry, FileType};
 use crate::upstream::mds::Mds;
-
-/// The read-path requests the kernel sent, by kind: the benchmark reads them from the log
-/// line written at unmount (how many round trips a warm `cat` costs).
-const COUNTED: [&str; 9] =
-    ["lookup", "getattr", "open", "read", "flush", "release", "opendir", "readdir", "forget"];
-
-#[derive(Debug, Default)]
-pub(crate) struct Served([std::sync::atomic::AtomicU64; COUNTED.len()]);
-
-impl Served {
-    pub(crate) fn add(&self, op: &str) {
-        if let Some(i) = COUNTED.iter().position(|c| *c == op) {
-            self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-impl std::fmt::Display for Served {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (name, count) in COUNTED.iter().zip(&self.0) {
-            write!(f, " {name}={}", count.load(std::sync::atomic::Ordering::Relaxed))?;
-        }
-        Ok(())
-    }
-}
 
 pub(crate) fn reply_entry<M: Mds>(
     reply: ReplyEntry,
@@ -52,20 +26,10 @@ pub(crate) fn reply_entry<M: Mds>(
     }
 }
 
-pub(crate) fn reply_open(reply: ReplyOpen, answer: Result<(u64, Caching)>, direct_mmap: bool) {
+pub(crate) fn reply_attr(reply: ReplyAttr, answer: Result<Entry>) {
     match answer {
-        Ok((fh, Caching::KeepCache)) => {
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH)
-        }
-        // The kernel passes every read to us: each open renders its own bytes.
-        Ok((fh, Caching::Direct)) if direct_mmap => {
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH)
-        }
-        // Without KEEP_CACHE the kernel drops the inode's pages at this open; the version's
-        // size is fixed (tree.rs), so reads through the page cache stop where this handle's
-        // bytes do.
-        Ok((fh, Caching::Direct)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH),
-        Err(e) => reply.error(errno("open", &e)),
+        Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),
+        Err(e) => reply.error(errno("getattr", &e)),
     }
 }
 
@@ -112,4 +76,21 @@ const KERNEL_TTL_MARGIN: Duration = Duration::from_millis(100);
 /// What is left of our validity, less the margin, in a range the kernel handles.
 pub(crate) fn kernel_ttl(ttl: Duration) -> Duration {
     ttl.saturating_sub(KERNEL_TTL_MARGIN).min(Duration::from_secs(24 * 3600))
+}
+
+/// Who asks, from the request header.
+pub(crate) fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
+}
+
+/// Hands directory entries to the kernel's buffer; true once it is full.
+pub(crate) fn add(reply: &mut ReplyDirectory) -> impl FnMut(u64, &DirEntry) -> bool + '_ {
+    |next, entry| reply.add(INodeNo(entry.ino), next, file_kind(entry.kind), &entry.name)
+}
+
+pub(crate) fn reply_listed(reply: ReplyDirectory, answer: Result<()>) {
+    match answer {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno("readdir", &e)),
+    }
 }

@@ -109,13 +109,20 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     runtime.spawn(forward_signals(signals));
 
     mounts::prepare_mountpoint(&config.mountpoint)?;
-    let fs = FuseFs::new(core.clone(), runtime.handle().clone());
+    let open_path = match (config.read_only, config.open_path) {
+        (false, _) => Some("a write-through option is on"),
+        (true, true) => Some("read_path=open"),
+        (true, false) => None,
+    };
+    let fs = FuseFs::new(core.clone(), runtime.handle().clone(), open_path);
     let session =
         fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
             anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
         })?;
     // The notifier has to be taken before the session runs.
-    runtime.spawn(watch::run(core.clone(), mds, Arc::new(session.notifier())));
+    let kernel: Arc<dyn watch::KernelCache> = Arc::new(session.notifier());
+    runtime.spawn(watch::run(core.clone(), mds, kernel.clone()));
+    runtime.spawn(forget_replaced_tokens(core.clone(), kernel));
     // `spawn` moves fuser's unmount-on-drop into the handle, which is never dropped: fuser
     // unmounts by path, and by the time the session ends the path may name another mount.
     let session =
@@ -323,4 +330,13 @@ async fn forward_signals(signals: mpsc::Sender<&'static str>) {
         _ = hup.recv() => "SIGHUP",
     };
     let _ = signals.send(name);
+}
+
+/// A refreshed token replaced another: the kernel forgets the names showing the old one, so
+/// the next `open()` of `access_token` gets the new one (fs/token_files.rs).
+async fn forget_replaced_tokens<M: Mds>(core: Arc<Core<M>>, kernel: Arc<dyn watch::KernelCache>) {
+    let mut installs = core.tokens().watch_installs();
+    while let Some(path) = installs.recv().await {
+        watch::tell(&kernel, core.token_replaced(&path)).await;
+    }
 }

@@ -26,7 +26,7 @@ use log::{debug, info, warn};
 use serde_json::Value;
 
 use crate::clock::jitter;
-use crate::fs::Core;
+use crate::fs::{Core, Forget};
 use crate::stats::WatcherPhase;
 use crate::upstream::mds::Mds;
 
@@ -46,6 +46,9 @@ const TOO_SOON: Duration = Duration::from_secs(1);
 pub trait KernelCache: Send + Sync + 'static {
     /// Forget the name `name` in directory `parent`: the next `open()` looks it up again.
     fn inval_entry(&self, parent: u64, name: &str);
+
+    /// Forget what is cached of inode `ino`'s contents: for a directory, its listing.
+    fn inval_inode(&self, ino: u64);
 }
 
 impl KernelCache for fuser::Notifier {
@@ -55,11 +58,17 @@ impl KernelCache for fuser::Notifier {
             debug!("invalidating {name:?} in inode {parent}: {e}");
         }
     }
+
+    fn inval_inode(&self, ino: u64) {
+        if let Err(e) = fuser::Notifier::inval_inode(self, fuser::INodeNo(ino), 0, 0) {
+            debug!("invalidating inode {ino}: {e}");
+        }
+    }
 }
 
 /// Run the watcher for as long as the mount lives.
 pub async fn run<M: Mds>(core: Arc<Core<M>>, mds: Arc<M>, kernel: Arc<dyn KernelCache>) {
-    let status = core.watcher().clone();
+    let status = core.board().watcher.clone();
     core.wait_for_first_read().await;
     status.set(WatcherPhase::Watching);
     let mut last: Option<(Value, String)> = None;
@@ -132,20 +141,29 @@ async fn apply<M: Mds>(core: &Core<M>, kernel: &Arc<dyn KernelCache>, changes: &
     if changes.is_empty() {
         return false;
     }
-    let names = core.drop_changed(changes);
+    let forget = core.drop_changed(changes);
     debug!(
-        "change watcher: {} subtrees changed, {} names to invalidate",
+        "change watcher: {} subtrees changed, {} names and {} listings to invalidate",
         changes.subtrees.len(),
-        names.len()
+        forget.names.len(),
+        forget.dirs.len()
     );
+    tell(kernel, forget).await;
+    true
+}
+
+/// Tell the kernel what to forget, from a blocking thread with no lock held.
+pub async fn tell(kernel: &Arc<dyn KernelCache>, forget: Forget) {
     let kernel = kernel.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        for (parent, name) in names {
+        for (parent, name) in forget.names {
             kernel.inval_entry(parent, &name);
+        }
+        for dir in forget.dirs {
+            kernel.inval_inode(dir);
         }
     })
     .await;
-    true
 }
 
 #[cfg(test)]

@@ -144,6 +144,10 @@ fn names_map_camel_case_to_dashes_and_keep_user_keys() {
 struct Recorder(Mutex<Vec<(u64, String)>>);
 
 impl KernelCache for Recorder {
+    fn inval_inode(&self, ino: u64) {
+        self.0.lock().unwrap().push((ino, String::new()));
+    }
+
     fn inval_entry(&self, parent: u64, name: &str) {
         self.0.lock().unwrap().push((parent, name.to_string()));
     }
@@ -167,7 +171,7 @@ fn core(mds: FakeMds) -> (Arc<FakeMds>, Core<FakeMds>) {
 async fn walk(core: &Core<FakeMds>, path: &str) -> u64 {
     let mut ino = ROOT;
     for name in path.split('/') {
-        ino = core.lookup(ino, OsStr::new(name)).await.unwrap().attr.ino;
+        ino = core.lookup(ino, OsStr::new(name), crate::fs::Caller::ROOT).await.unwrap().attr.ino;
     }
     ino
 }
@@ -197,11 +201,12 @@ async fn dropping_a_change_refetches_it_and_tells_the_kernel_which_names_to_forg
     // A changed key our listing does not show was misnamed: its parent goes whole.
     let changes =
         Changes { subtrees: set(&["instance/attributes/zzz"]), listings: BTreeSet::new() };
-    let names = core.drop_changed(&changes);
+    let forget = core.drop_changed(&changes);
     assert_eq!(
-        names,
+        forget.names,
         [(walk(&core, "instance").await, "attributes".to_string()), (attributes, "a".to_string())]
     );
+    assert_eq!(forget.dirs, [attributes], "its listing goes too (the kernel's cached readdir)");
     walk(&core, "instance/attributes/a").await;
     assert_eq!(mds.requests("instance/attributes/"), 2);
     assert_eq!(mds.requests("instance/attributes/a"), 2);
@@ -211,7 +216,7 @@ async fn dropping_a_change_refetches_it_and_tells_the_kernel_which_names_to_forg
 async fn the_watcher_waits_for_a_first_read_and_backs_off_when_the_server_misbehaves() {
     let (mds, core) = core(FakeMds::with_tree(&[("project/project-id", "p")]));
     let core = Arc::new(core);
-    let status = core.watcher().clone();
+    let status = core.board().watcher.clone();
     let kernel: Arc<dyn KernelCache> = Arc::new(Recorder::default());
     tokio::time::pause();
     let task = tokio::spawn(run(core.clone(), mds.clone(), kernel));
@@ -236,8 +241,10 @@ async fn a_lookup_answered_across_a_drop_gets_no_ttl() {
     let (_, core) = core(FakeMds::with_tree(&[("project/project-id", "p")]));
     walk(&core, "project").await;
     let epoch = core.changes().current();
-    let mut entry =
-        core.lookup(walk(&core, "project").await, OsStr::new("project-id")).await.unwrap();
+    let mut entry = core
+        .lookup(walk(&core, "project").await, OsStr::new("project-id"), crate::fs::Caller::ROOT)
+        .await
+        .unwrap();
     assert!(entry.entry_ttl > Duration::ZERO);
     let mut unchanged = entry.clone();
     drop(core.changes().settle(epoch, &mut unchanged));
@@ -283,10 +290,10 @@ async fn a_server_that_does_not_hold_the_request_is_not_polled_in_a_loop() {
     let core = Arc::new(Core::new(mds.clone(), config, Arc::new(ManualClock::default())));
     tokio::time::pause();
     let task = tokio::spawn(run(core.clone(), mds.clone(), Arc::new(Recorder::default())));
-    core.lookup(ROOT, OsStr::new("project")).await.unwrap();
+    core.lookup(ROOT, OsStr::new("project"), crate::fs::Caller::ROOT).await.unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     let polls = mds.0.load(std::sync::atomic::Ordering::SeqCst);
     assert!((5..=30).contains(&polls), "{polls} polls in 10 minutes");
-    assert_eq!(core.watcher().snapshot().phase, WatcherPhase::Watching);
+    assert_eq!(core.board().watcher.snapshot().phase, WatcherPhase::Watching);
     task.abort();
 }

@@ -153,9 +153,14 @@ impl Token {
 
     /// The MDS's JSON with `expires_in` as of now, never the number seen at fetch time.
     pub fn render_json(&self, clock: &SharedClock) -> Vec<u8> {
+        self.render_json_with(self.expires_in(clock))
+    }
+
+    /// The MDS's JSON saying `expires_in` seconds are left.
+    pub fn render_json_with(&self, expires_in: u64) -> Vec<u8> {
         serde_json::json!({
             "access_token": self.access_token,
-            "expires_in": self.expires_in(clock),
+            "expires_in": expires_in,
             "token_type": self.token_type,
         })
         .to_string()

@@ -84,6 +84,8 @@ pub struct Tokens<M> {
     margin: Duration,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     pub stats: TokenStats,
+    /// Told the MDS path of every token that replaced another (see [`Tokens::watch_installs`]).
+    installs: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl<M: Mds> Tokens<M> {
@@ -94,7 +96,16 @@ impl<M: Mds> Tokens<M> {
             margin,
             slots: Mutex::new(HashMap::new()),
             stats: TokenStats::default(),
+            installs: Mutex::new(None),
         }
+    }
+
+    /// The MDS path of each token installed in place of another from now on: files showing
+    /// the old one are to be forgotten by the kernel (service/daemon.rs does).
+    pub fn watch_installs(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        *self.installs.lock().unwrap() = Some(sender);
+        receiver
     }
 
     /// A token that has not expired: the cached one, or a fresh one if it has.
@@ -231,11 +242,26 @@ impl<M: Mds> Tokens<M> {
         counter.fetch_add(1, Ordering::Relaxed);
         let planned = token.expiry().instant().checked_sub(self.margin).unwrap_or(now);
         state.next_refresh = if same || planned <= now { now + REPOLL } else { planned };
+        let replaced = !same && state.token.is_some();
         if !same {
             info!("{path}: new token, expires in {} s", token.expires_in(&self.clock));
         }
         state.token = Some(token);
+        if let Some(installs) = self.installs.lock().unwrap().as_ref().filter(|_| replaced) {
+            let _ = installs.send(path.to_string());
+        }
         state.failed = None;
+    }
+
+    /// How much time left a token from `path` must have to be served: [`MIN_LEFT`], or for an
+    /// identity token `refresh_margin` (see [`Tokens::usable`]). A file showing the token must
+    /// stop being current that long before it expires.
+    pub fn horizon(&self, path: &str) -> Duration {
+        if is_identity(path) {
+            self.margin.max(MIN_LEFT)
+        } else {
+            MIN_LEFT
+        }
     }
 
     /// The current token if it has at least [`MIN_LEFT`] to live. An identity token is served
@@ -244,7 +270,7 @@ impl<M: Mds> Tokens<M> {
     fn usable(&self, slot: &Slot, path: &str) -> Option<Token> {
         let mut state = slot.state.lock().unwrap();
         state.last_read = self.clock.now();
-        let horizon = if is_identity(path) { self.margin.max(MIN_LEFT) } else { MIN_LEFT };
+        let horizon = self.horizon(path);
         state.token.clone().filter(|t| t.expiry().remaining(&*self.clock) >= horizon)
     }
 

@@ -15,10 +15,11 @@ async fn directory_handles_share_the_cached_listing_and_resume_at_any_offset() {
     let all = |fh, offset| {
         let mut seen = Vec::new();
         f.core
-            .readdir(fh, offset, |next, e| {
+            .readdir(dir, fh, offset, |next, e: &DirEntry| {
                 seen.push((next, e.name.clone()));
                 false
             })
+            .unwrap()
             .unwrap();
         seen
     };
@@ -63,19 +64,20 @@ async fn an_unchanged_listing_keeps_its_copy_across_refreshes() {
 async fn a_directory_is_prefetched_once_per_listing_and_only_while_listed() {
     let f = fixture(tree());
     let project = f.walk("project").await.unwrap().attr.ino;
+    let list_from_start =
+        || async { f.core.readdir_fresh(project, 0, |_, _| false).await.unwrap() };
     assert!(f.core.prefetch(project).is_none(), "not being listed");
-    let fh = f.core.opendir(project).await.unwrap();
+    list_from_start().await;
     let prefetch = f.core.prefetch(project).expect("being listed");
     assert!(f.core.prefetch(project).is_none(), "once per listing");
     prefetch.await;
     assert_eq!(f.mds.requests("project/project-id"), 1);
-    f.core.release(fh);
-    assert!(f.core.prefetch(project).is_none());
-    let again = f.core.opendir(project).await.unwrap();
+    f.clock.advance(Duration::from_secs(5));
+    assert!(f.core.prefetch(project).is_none(), "listed too long ago");
+    list_from_start().await;
     let prefetch = f.core.prefetch(project).expect("a new listing");
     prefetch.await;
     assert_eq!(f.mds.requests("project/project-id"), 1, "fresh values are not fetched again");
-    f.core.release(again);
 }
 
 #[tokio::test]
@@ -92,7 +94,7 @@ async fn status_files_are_rendered_per_open_and_never_fetched() {
     assert_eq!(before["watcher"]["state"], "not started");
     f.cat("project/project-id").await.unwrap();
     f.cat(TOKEN).await.unwrap();
-    f.core.watcher().set(crate::stats::WatcherPhase::Watching);
+    f.core.board().watcher.set(crate::stats::WatcherPhase::Watching);
     let after: serde_json::Value =
         serde_json::from_slice(&f.cat(".metadatafs/status").await.unwrap()).unwrap();
     let misses = |s: &serde_json::Value| s["cache"]["misses"].as_u64().unwrap();

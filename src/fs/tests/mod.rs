@@ -57,35 +57,50 @@ impl Fixture {
     async fn walk(&self, path: &str) -> Result<Entry> {
         let mut entry = self.core.getattr(ROOT)?;
         for name in path.split('/').filter(|n| !n.is_empty()) {
-            entry = self.core.lookup(entry.attr.ino, OsStr::new(name)).await?;
+            entry = self.core.lookup(entry.attr.ino, OsStr::new(name), Caller::ROOT).await?;
         }
         Ok(entry)
     }
 
+    /// Read `path` whole on both read paths: through a handle (open path) and by inode
+    /// (no-open path), which must agree.
     async fn cat(&self, path: &str) -> Result<Vec<u8>> {
-        let entry = self.walk(path).await?;
-        let (fh, _) = self.core.open(entry.attr.ino, false).await?;
+        let ino = self.walk(path).await?.attr.ino;
+        let fh = self.core.open(ino, false)?;
+        let (opened, by_inode) = (self.read_all(ino, fh)?, self.read_all(ino, 0)?);
+        self.core.release(fh);
+        assert_eq!(opened, by_inode, "{path}: the two read paths disagree");
+        Ok(opened)
+    }
+
+    fn read_all(&self, ino: u64, fh: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let chunk = self.core.read(fh, out.len() as u64, 3)?;
+            let chunk = self.core.read(ino, fh, out.len() as u64, 3)?;
             if chunk.is_empty() {
-                break;
+                return Ok(out);
             }
             out.extend_from_slice(&chunk);
         }
-        self.core.release(fh);
-        Ok(out)
     }
 
     async fn ls(&self, path: &str) -> Result<Vec<String>> {
         let entry = self.walk(path).await?;
         let fh = self.core.opendir(entry.attr.ino).await?;
         let mut names = Vec::new();
-        self.core.readdir(fh, 0, |_, e| {
+        self.core.readdir(entry.attr.ino, fh, 0, |_, e: &DirEntry| {
             names.push(e.name.clone());
             false
-        })?;
+        });
         self.core.release(fh);
+        // Without a handle (no-open path): the same names.
+        let mut again = Vec::new();
+        let listed = self.core.readdir(entry.attr.ino, 0, 0, |_, e: &DirEntry| {
+            again.push(e.name.clone());
+            false
+        });
+        assert!(matches!(listed, Some(Ok(()))), "listed just now, so cached: {listed:?}");
+        assert_eq!(names, again, "{path}: the two read paths disagree");
         Ok(names)
     }
 }
@@ -125,7 +140,7 @@ async fn missing_names_are_enoent_and_bad_names_never_reach_the_mds() {
     assert_eq!(f.walk("nope/deeper").await.unwrap_err(), Error::NotFound);
     let before = f.mds.total_requests();
     for bad in ["..", "a%2Fb", "x\u{1}y"] {
-        let err = f.core.lookup(ROOT, OsStr::new(bad)).await.unwrap_err();
+        let err = f.core.lookup(ROOT, OsStr::new(bad), Caller::ROOT).await.unwrap_err();
         assert_eq!(err.errno(), libc::EINVAL, "{bad:?}");
     }
     assert_eq!(f.mds.total_requests(), before);
@@ -156,11 +171,16 @@ async fn kernel_names_never_outlive_the_cache_and_inodes_never_change() {
     assert_eq!(again.attr.ino, entry.attr.ino, "same bytes, same inode");
     assert!(again.ttl >= TTL, "an inode's attributes never change");
     let token = f.walk(TOKEN).await.unwrap();
-    assert_eq!(token.entry_ttl, TTL, "no longer than its listing");
-    f.clock.advance(Duration::from_secs(3599 - 1000 - 30));
-    let late = f.walk(TOKEN).await.unwrap();
-    assert_eq!(late.entry_ttl, Duration::from_secs(30), "until expires_in loses a digit");
-    f.clock.advance(Duration::from_secs(31));
+    assert!(token.entry_ttl <= Duration::from_secs(1), "a version a second at most");
+    f.clock.advance(Duration::from_millis(300));
+    let moved = f.walk(TOKEN).await.unwrap();
+    assert_ne!(moved.attr.ino, token.attr.ino, "expires_in went down: a new version");
+    assert_eq!(moved.entry_ttl, Duration::from_millis(700), "until the true time left is below it");
+    f.clock.advance(Duration::from_millis(200));
+    let same = f.walk(TOKEN).await.unwrap();
+    assert_eq!(same.attr.ino, moved.attr.ino, "the same second: the same bytes, the same inode");
+    assert_eq!(same.entry_ttl, Duration::from_millis(500));
+    f.clock.advance(Duration::from_secs(3599 - 1000) + Duration::from_millis(500));
     let shorter = f.walk(TOKEN).await.unwrap();
     assert_ne!(shorter.attr.ino, token.attr.ino, "a shorter rendering is a new inode");
     assert_eq!(shorter.attr.size, token.attr.size - 1);
@@ -171,9 +191,9 @@ async fn kernel_names_never_outlive_the_cache_and_inodes_never_change() {
 async fn one_open_sees_one_value_and_a_change_is_a_new_inode() {
     let f = fixture(tree());
     let entry = f.walk("project/project-id").await.unwrap();
-    let (fh, caching) = f.core.open(entry.attr.ino, false).await.unwrap();
-    assert_eq!(caching, Caching::KeepCache);
-    assert_eq!(&f.core.read(fh, 0, 2).unwrap()[..], b"my");
+    let ino = entry.attr.ino;
+    let fh = f.core.open(ino, false).unwrap();
+    assert_eq!(&f.core.read(ino, fh, 0, 2).unwrap()[..], b"my");
     f.clock.advance(TTL);
     f.mds.set("project/project-id", "other-value");
     let stat = f.walk("project/project-id").await.unwrap();
@@ -181,9 +201,10 @@ async fn one_open_sees_one_value_and_a_change_is_a_new_inode() {
     assert_ne!(stat.attr.ino, entry.attr.ino);
     let fstat = f.core.getattr(entry.attr.ino).unwrap();
     assert_eq!(fstat.attr.size, 10, "fstat on the open file agrees with what it reads");
-    assert_eq!(&f.core.read(fh, 2, 100).unwrap()[..], b"-project");
+    assert_eq!(&f.core.read(ino, fh, 2, 100).unwrap()[..], b"-project");
+    assert_eq!(&f.core.read(ino, 0, 2, 100).unwrap()[..], b"-project", "by inode: the same");
     f.core.release(fh);
-    assert_eq!(f.core.read(fh, 0, 1).unwrap_err(), Error::Stale);
+    assert_eq!(f.core.read(ino, fh, 0, 1).unwrap_err(), Error::Stale);
 }
 
 #[tokio::test]
@@ -201,19 +222,25 @@ async fn mtime_is_when_the_bytes_were_first_seen() {
 }
 
 #[tokio::test]
-async fn an_open_after_the_token_moved_on_is_stale_and_a_new_lookup_fixes_it() {
+async fn a_token_that_moved_on_is_a_new_inode_and_no_name_outlives_its_window() {
     let f = fixture(tree());
     let before = f.walk(TOKEN).await.unwrap();
     let bare = f.walk("instance/service-accounts/default/access_token").await.unwrap();
+    // No name stays current past the serving window (5 s before expiry).
+    assert!(bare.entry_ttl <= Duration::from_secs(3599 - 5), "{:?}", bare.entry_ttl);
+    assert!(before.entry_ttl <= Duration::from_secs(1), "token: a version a second at most");
     f.clock.advance(Duration::from_secs(3600));
     f.mds.set(TOKEN, r#"{"access_token":"ya29.fresh","expires_in":3599,"token_type":"Bearer"}"#);
-    assert_eq!(f.core.open(before.attr.ino, false).await.unwrap_err(), Error::Stale);
-    assert_eq!(f.core.open(bare.attr.ino, false).await.unwrap_err(), Error::Stale);
     let json = f.cat(TOKEN).await.unwrap();
     assert!(String::from_utf8(json).unwrap().contains("ya29.fresh"));
-    let after = f.walk(TOKEN).await.unwrap();
-    let (_, caching) = f.core.open(after.attr.ino, false).await.unwrap();
-    assert_eq!(caching, Caching::Direct);
+    let (after, bare_after) = (
+        f.walk(TOKEN).await.unwrap(),
+        f.walk("instance/service-accounts/default/access_token").await.unwrap(),
+    );
+    assert_ne!(after.attr.ino, before.attr.ino);
+    assert_ne!(bare_after.attr.ino, bare.attr.ino);
+    // Whoever still holds the old inode reads the whole old bytes, never a mix.
+    assert_eq!(f.core.read(bare.attr.ino, 0, 0, 100).unwrap(), "ya29.fake");
 }
 
 #[tokio::test]
@@ -271,7 +298,7 @@ async fn misconfigured_endpoints_and_oversized_values_are_never_served() {
 async fn writes_are_refused_and_forgotten_inodes_go_stale() {
     let f = fixture(tree());
     let entry = f.walk("project/project-id").await.unwrap();
-    assert_eq!(f.core.open(entry.attr.ino, true).await.unwrap_err(), Error::ReadOnly);
+    assert_eq!(f.core.open(entry.attr.ino, true).unwrap_err(), Error::ReadOnly);
     f.core.forget(entry.attr.ino, 1);
     assert_eq!(f.core.getattr(entry.attr.ino).unwrap_err(), Error::Stale);
 }

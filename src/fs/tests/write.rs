@@ -55,18 +55,23 @@ async fn a_guest_attribute_is_put_on_close_after_a_write_and_deleted_by_unlink()
     let core = core(mds.clone());
     let mut ino = crate::fs::tree::ROOT;
     for name in ["instance", "guest-attributes", "hostkeys"] {
-        ino = core.lookup(ino, OsStr::new(name)).await.unwrap().attr.ino;
+        ino = core.lookup(ino, OsStr::new(name), crate::fs::Caller::ROOT).await.unwrap().attr.ino;
     }
     let (entry, fh) = core.create(ino, OsStr::new("new-key"), 1).await.unwrap();
     // A shell closes a duplicate of the descriptor before it writes: that sends nothing.
     core.writes().flush(fh).await.unwrap();
     assert!(mds.writes().is_empty());
     assert_eq!(core.writes().write(fh, 0, b"value").await.unwrap(), 5);
-    assert_eq!(core.read(fh, 0, 100).unwrap(), "value", "a write handle reads what it holds");
+    assert_eq!(core.read(ino, fh, 0, 100).unwrap(), "value", "a write handle reads what it holds");
     let _ = entry;
     core.writes().flush(fh).await.unwrap();
     core.release(fh);
-    let other = core.lookup(ino, OsStr::new("ssh-ed25519")).await.unwrap().attr.ino;
+    let other = core
+        .lookup(ino, OsStr::new("ssh-ed25519"), crate::fs::Caller::ROOT)
+        .await
+        .unwrap()
+        .attr
+        .ino;
     assert_eq!(core.open_write(other, 7, true).await.unwrap_err().errno(), libc::EACCES);
     let fh = core.open_write(other, 1, true).await.unwrap();
     core.writes().flush(fh).await.unwrap();
