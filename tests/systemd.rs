@@ -164,13 +164,14 @@ fn boot(scenario: &str) -> Option<Outcome> {
         (repo.join("tests/systemd/check.sh"), "/usr/local/lib/metadatafs-test/check.sh".into()),
         (repo.join("scripts/install"), "/src/scripts/install".to_string()),
         (repo.join("systemd"), "/src/systemd".into()),
+        (repo.join("packaging"), "/src/packaging".into()),
         (repo.join("README.md"), "/src/README.md".into()),
         (PathBuf::from(bin), "/src/bin/metadatafs".into()),
         (PathBuf::from(emulator), "/src/bin/metadatafs-emulator".into()),
     ];
     if scenario != "install" {
         // The recipe: binaries and unit files bound in where systemd and mount(8) find them.
-        binds.push((bin.into(), "/usr/local/bin/metadatafs".into()));
+        binds.push((bin.into(), "/usr/bin/metadatafs".into()));
         binds.push((bin.into(), "/usr/sbin/mount.fuse.metadatafs".into()));
         binds.push((emulator.into(), "/usr/local/bin/metadatafs-emulator".into()));
         for unit in ["metadatafs.service", "meta.mount"] {
