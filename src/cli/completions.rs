@@ -38,7 +38,7 @@ fn short_help(opt: &Opt) -> String {
     help.chars().filter(|c| !matches!(c, '`' | '\'' | '[' | ']' | ':' | '\\' | '"')).collect()
 }
 
-fn names_by<'a>(opts: &'a [Opt], kind: ValueKind, o: bool) -> Vec<String> {
+fn names_by(opts: &[Opt], kind: ValueKind, o: bool) -> Vec<String> {
     opts.iter()
         .filter(|o| o.kind == kind)
         .filter_map(|opt| if o { Some(opt.o_name.clone()) } else { opt.long.clone() })
