@@ -18,8 +18,13 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The .deb built by cargo-deb, checked by lintian and installed in a container.
+#[path = "systemd/deb.rs"]
+mod deb;
+
 const SUITE: &str = "bookworm";
-const PACKAGES: &str = "systemd,systemd-sysv,fuse3,dbus";
+// man-db and bash-completion: the package test reads the man page and completes as a user would.
+const PACKAGES: &str = "systemd,systemd-sysv,fuse3,dbus,man-db,bash-completion";
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
 const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
 
@@ -151,6 +156,11 @@ impl Outcome {
 
 /// Boot a container running `check.sh SCENARIO`; `None` if nspawn cannot run here.
 fn boot(scenario: &str) -> Option<Outcome> {
+    boot_with(scenario, Vec::new())
+}
+
+/// `boot`, with more read-only binds `(host path, container path)`.
+fn boot_with(scenario: &str, extra: Vec<(PathBuf, String)>) -> Option<Outcome> {
     if let Err(why) = can_run().and_then(|()| root()) {
         return skip(&why);
     }
@@ -162,15 +172,21 @@ fn boot(scenario: &str) -> Option<Outcome> {
     // The sources scripts/install works from, for the install scenario.
     let mut binds = vec![
         (repo.join("tests/systemd/check.sh"), "/usr/local/lib/metadatafs-test/check.sh".into()),
+        (repo.join("tests/systemd/package.sh"), "/usr/local/lib/metadatafs-test/package.sh".into()),
         (repo.join("scripts/install"), "/src/scripts/install".to_string()),
         (repo.join("systemd"), "/src/systemd".into()),
+        (repo.join("packaging"), "/src/packaging".into()),
         (repo.join("README.md"), "/src/README.md".into()),
         (PathBuf::from(bin), "/src/bin/metadatafs".into()),
         (PathBuf::from(emulator), "/src/bin/metadatafs-emulator".into()),
     ];
-    if scenario != "install" {
+    binds.extend(extra);
+    if scenario == "package" {
+        // The package brings its own binary, units and helper; the test emulator is ours.
+        binds.push((emulator.into(), "/usr/local/bin/metadatafs-emulator".into()));
+    } else if scenario != "install" {
         // The recipe: binaries and unit files bound in where systemd and mount(8) find them.
-        binds.push((bin.into(), "/usr/local/bin/metadatafs".into()));
+        binds.push((bin.into(), "/usr/bin/metadatafs".into()));
         binds.push((bin.into(), "/usr/sbin/mount.fuse.metadatafs".into()));
         binds.push((emulator.into(), "/usr/local/bin/metadatafs-emulator".into()));
         for unit in ["metadatafs.service", "meta.mount"] {

@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser};
 use crate::upstream::mtls::Mode;
 
 /// Options mount(8), fstab and systemd pass that need no action from us.
-const IGNORED: &[&str] = &[
+pub(crate) const IGNORED: &[&str] = &[
     "_netdev",
     "nofail",
     "noauto",
@@ -137,7 +137,7 @@ pub(crate) fn join_lists(options: &[String]) -> Vec<String> {
 }
 
 /// The `-o` names that stand alone.
-const FLAGS: &[&str] = &[
+pub(crate) const FLAGS: &[&str] = &[
     "emulate",
     "foreground",
     "scoped_tokens",
@@ -244,7 +244,7 @@ pub(crate) fn apply_option(
 }
 
 /// The `-o` names taking a value, for suggestions.
-const VALUED: &[&str] = &[
+pub(crate) const VALUED: &[&str] = &[
     "endpoint",
     "ttl",
     "timeout",

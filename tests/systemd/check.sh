@@ -18,7 +18,7 @@ fail() {
 check() {
     local what=$1
     shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
+    if "$@"; then ok "$what"; else fail "$what" && return 1; fi
 }
 # Poll for up to 15 s: never a fixed sleep.
 eventually() {
@@ -149,6 +149,9 @@ scenario_install() {
     check "umount /meta" umount /meta
     check "the daemon is gone" eventually no_daemon
 }
+
+# The .deb's scenario (tests/systemd/deb.rs) lives in its own file.
+. /usr/local/lib/metadatafs-test/package.sh
 
 echo "== scenario $1 under $(systemctl --version | head -n 1)"
 expected=
