@@ -282,7 +282,7 @@ struct Listings {
 }
 
 /// How long after a directory was read from its start a lookup in it counts as `ls -l`'s.
-const LISTING_WINDOW: Duration = Duration::from_secs(5);
+const LISTING_WINDOW: Duration = Duration::from_secs(2);
 
 impl Listings {
     fn listed(&mut self, dir: u64, now: Instant) {

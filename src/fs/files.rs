@@ -87,7 +87,7 @@ impl<M: Mds> Files<M> {
             Kind::Token | Kind::AccessToken | Kind::Authorization => {
                 let path = self.account_token_path(node);
                 let token = self.tokens.peek(&path)?;
-                Some(Ok(self.token_version(form_of(node), &path, &token)))
+                Some(Ok(self.account_token_version(node, &path, &token)))
             }
             Kind::Query(target) => self.query_content_now(target),
             Kind::Status(file) => Some(Ok(self.status_content(*file))),
@@ -108,7 +108,7 @@ impl<M: Mds> Files<M> {
             Kind::Token | Kind::AccessToken | Kind::Authorization => {
                 let path = self.account_token_path(node);
                 let token = self.tokens.get(&path).await?;
-                Ok(self.token_version(form_of(node), &path, &token))
+                Ok(self.account_token_version(node, &path, &token))
             }
             Kind::Query(target) => self.query_content(target, waiter).await,
             _ => Err(Error::InvalidName("not a file".into())),
@@ -158,6 +158,16 @@ impl<M: Mds> Files<M> {
     /// A token from the MDS path `path` as the file `form` shows it.
     fn token_version(&self, form: Form, path: &str, token: &Token) -> Content {
         token_files::version(form, token, &self.clock, self.tokens.horizon(path))
+    }
+
+    /// An account's own token file: with `scoped_tokens`, a write to `scopes` changes which
+    /// token it shows, so it is looked up again at every open (this mount has the open path).
+    fn account_token_version(&self, node: &Node, path: &str, token: &Token) -> Content {
+        let content = self.token_version(form_of(node), path, token);
+        match self.scoped_tokens {
+            true => Content { validity: Duration::ZERO, ..content },
+            false => content,
+        }
     }
 
     /// What the query name `query` in directory `dir` asks for, and how long the answer to

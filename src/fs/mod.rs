@@ -181,21 +181,25 @@ impl<M: Mds> Core<M> {
         self.names.getattr(ino)
     }
 
-    /// [`Core::getattr`] if that needs no fetch: `None` for a directory whose listing ran out.
+    /// [`Core::getattr`] if that needs no fetch: `None` for a directory whose listing was
+    /// fetched once and has run out since (the kernel may hold a copy of it to drop).
     pub fn getattr_now(&self, ino: u64) -> Option<Result<Entry>> {
-        let node = self.names.get(ino).map(|(node, _)| node);
-        if let Ok(Node { kind: Kind::Dir, path }) = &node {
-            self.files.contents.listing_times(path)?;
+        if let Ok(Node { kind: Kind::Dir, path }) = self.names.node(ino) {
+            let contents = &self.files.contents;
+            if contents.listing_times(&path).is_none() && contents.last_listing(&path).is_some() {
+                return None;
+            }
         }
         Some(self.getattr(ino))
     }
 
-    /// [`Core::getattr`] once a directory's listing is fetched, if it has run out: a changed
-    /// listing is a new mtime, and the kernel drops its cached `readdir` for it.
+    /// [`Core::getattr`] once a directory's listing is fetched again: a changed listing is a
+    /// new mtime, and the kernel drops its cached `readdir` for it. A failed fetch is not the
+    /// attributes' failure: the mount point must stat whatever the server does.
     pub async fn getattr_fresh(&self, ino: u64) -> Result<Entry> {
         let node = self.node(ino)?;
         if node.kind == Kind::Dir {
-            self.listing(&node.path).await?;
+            let _ = self.listing(&node.path).await;
         }
         self.getattr(ino)
     }

@@ -15,7 +15,9 @@
 //! The kernel may look a name up twice for one `open()`: once to revalidate the dentry it has
 //! and, since a new answer is a new inode, again to instantiate it. The second lookup, from the
 //! same thread within [`HANDOFF`], gets the answer the first one got instead of waiting for
-//! the next change.
+//! the next change. And while one thread looks a name up, the kernel holds back others opening
+//! it, then has each revalidate the new dentry: those arrive within [`LATE`] of the answer and
+//! get it too, as readers that were waiting all along.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,9 @@ const RATE: f64 = 5.0;
 const BURST: f64 = 10.0;
 /// How long an answer is kept for the same thread's second lookup of the same name.
 const HANDOFF: Duration = Duration::from_secs(2);
+/// How long after an answer a reader of the same name still gets it: threads the kernel held
+/// back while another looked the name up revalidate it right after the answer (see above).
+const LATE: Duration = Duration::from_millis(250);
 
 /// Who waits: the uid bounds what they may start, the pid (thread) gets the hand-off.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +59,8 @@ pub(crate) struct Waits<M> {
 #[derive(Debug, Default)]
 struct State {
     inflight: HashMap<String, Arc<Inflight>>,
+    /// The last answer to each waiting request, and when it came.
+    answered: HashMap<String, (Bytes, Instant)>,
     per_uid: HashMap<u32, usize>,
     handed: HashMap<(String, u32), (Bytes, Instant)>,
     buckets: HashMap<u32, (f64, Instant)>,
@@ -70,11 +77,17 @@ impl<M: Mds> Waits<M> {
         Waits { mds, state: Mutex::default() }
     }
 
-    /// The answer handed to `waiter` for `path` a moment ago, if the kernel is asking again.
+    /// The answer handed to `waiter` for `path` a moment ago, if the kernel is asking again,
+    /// or the answer that came just now.
     pub(crate) fn handed(&self, path: &str, waiter: Waiter) -> Option<Bytes> {
         let mut state = self.state.lock().unwrap();
-        let (bytes, at) = state.handed.remove(&(path.to_string(), waiter.pid))?;
-        (at.elapsed() < HANDOFF).then_some(bytes)
+        if let Some((bytes, at)) = state.handed.remove(&(path.to_string(), waiter.pid)) {
+            if at.elapsed() < HANDOFF {
+                return Some(bytes);
+            }
+        }
+        let (bytes, at) = state.answered.get(path)?;
+        (at.elapsed() < LATE).then(|| bytes.clone())
     }
 
     /// Wait for the MDS to answer the waiting request `path` (its `timeout_sec` is `limit`).
@@ -99,7 +112,11 @@ impl<M: Mds> Waits<M> {
         let bytes = result?;
         let mut state = self.state.lock().unwrap();
         state.handed.retain(|_, (_, at)| at.elapsed() < HANDOFF);
+        state.answered.retain(|_, (_, at)| at.elapsed() < LATE);
         state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
+        if !state.answered.get(path).is_some_and(|(_, at)| at.elapsed() < LATE) {
+            state.answered.insert(path.to_string(), (bytes.clone(), Instant::now()));
+        }
         Ok(bytes)
     }
 

@@ -84,8 +84,10 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
             return reply_entry(reply, answer, &self.core, epoch);
         }
         // A miss while the directory is being listed (`ls -l`): fetch the rest together.
-        if let Some(prefetch) = self.core.prefetch(parent.0) {
-            self.runtime.spawn(prefetch);
+        if name.to_str().is_some_and(|n| !n.contains('?')) {
+            if let Some(prefetch) = self.core.prefetch(parent.0) {
+                self.runtime.spawn(prefetch);
+            }
         }
         let (core, name, caller) = (self.core.clone(), name.to_owned(), caller(req));
         self.runtime.spawn(async move {

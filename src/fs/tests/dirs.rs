@@ -72,7 +72,7 @@ async fn a_directory_is_prefetched_once_per_listing_and_only_while_listed() {
     assert!(f.core.prefetch(project).is_none(), "once per listing");
     prefetch.await;
     assert_eq!(f.mds.requests("project/project-id"), 1);
-    f.clock.advance(Duration::from_secs(5));
+    f.clock.advance(Duration::from_secs(2));
     assert!(f.core.prefetch(project).is_none(), "listed too long ago");
     list_from_start().await;
     let prefetch = f.core.prefetch(project).expect("a new listing");
