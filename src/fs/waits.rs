@@ -114,7 +114,7 @@ impl<M: Mds> Waits<M> {
         state.handed.retain(|_, (_, at)| at.elapsed() < HANDOFF);
         state.answered.retain(|_, (_, at)| at.elapsed() < LATE);
         state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
-        if !state.answered.get(path).is_some_and(|(_, at)| at.elapsed() < LATE) {
+        if state.answered.get(path).is_none_or(|(_, at)| at.elapsed() >= LATE) {
             state.answered.insert(path.to_string(), (bytes.clone(), Instant::now()));
         }
         Ok(bytes)
