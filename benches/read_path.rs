@@ -1,296 +1,300 @@
-//! The read path, measured against its floor. One run mounts, side by side:
-//! - tmpfs (the kernel alone),
-//! - a minimal fuser filesystem built here, serving one file from memory, in two variants:
-//!   `FOPEN_KEEP_CACHE` (the floor for a FUSE file: OPEN and RELEASE per `cat`) and
-//!   `FOPEN_DIRECT_IO` (every read comes to the daemon),
-//! - metadatafs (`ttl=3600`) over the in-process emulator: a warm plain value and a warm `token`,
+//! The read path, measured against tmpfs, against bare FUSE, and against older builds, in one
+//! run over the in-process emulator (loopback only). What it prints:
 //!
-//! and times open+read+close of each, interleaved round-robin in small batches so that a noisy
-//! neighbour hits every variant alike, reporting medians and each figure as a ratio to the
-//! keep-cache floor and to tmpfs. Then: FUSE requests per warm read (the floor counts its own;
-//! metadatafs logs its counts at unmount), MDS requests per 1000 warm reads, how soon a change
-//! made on the emulator is visible at `ttl=3600`, cold reads, and the daemon's memory.
+//! 1. **Warm reads**: open+read+close of a ~20-byte value on tmpfs; on a minimal fuser
+//!    filesystem built here (floor.rs) answering OPEN with ENOSYS (the no-open floor), with
+//!    `FOPEN_KEEP_CACHE` and with `FOPEN_DIRECT_IO`; and on metadatafs (`ttl=3600`) on both
+//!    read paths (`no-open`, the default, and `-o read_path=open`): a plain value,
+//!    `access_token`, `authorization` and `token`. Plus any older builds named in
+//!    `METADATAFS_BENCH_BASELINES` (`label=/path/to/metadatafs:…`): their warm value and token.
+//!    And a warm `ls -l` (readdir, then lstat of each entry) of a 10-entry directory.
+//!    All of it interleaved round-robin in short batches, round after round for at least
+//!    [`MIN_SPAN`], so a noisy neighbour hits every case alike and each case's reads are
+//!    spread across the whole span: medians, and means (a `token` version lasts at most a
+//!    second, so its mean over the span carries its once-a-second lookup).
+//! 2. **Cold reads**: a never-read value in a directory already listed, and a value at
+//!    `ttl=0`, beside one kept-alive HTTP GET of it, interleaved (cold.rs).
+//! 3. **Python**: `open().read()` of a warm value against a kept-alive `requests` GET of it.
+//! 4. **FUSE messages per warm read** of each kind of file on each path, and per `ls -l`
+//!    (messages.rs); MDS requests per 1000 warm reads; how soon a change made on the emulator
+//!    is visible to a new `open()` at `ttl=3600`; the daemons' memory; cold reads over HTTPS
+//!    with mutual TLS beside plain HTTP.
 //!
-//! Everything (this process, the daemons, the emulator) runs pinned to one CPU: on a small VM a
-//! FUSE round trip costs very different amounts depending on whether the scheduler happened to
-//! put client and server on the same core (a cross-core wakeup is an IPI, dear in a VM), and
-//! that luck, fixed per process, would otherwise decide the ratios.
+//! Targets (issue 14), printed at the end as met or not: warm value, `access_token` and
+//! `authorization` ≤ 1.5× tmpfs with 0 FUSE messages per warm `cat`; warm `token` ≤ 2× tmpfs,
+//! means over the span; warm `ls -l` ≤ 2× tmpfs; a cold value in a listed directory ≤ 2× one
+//! kept-alive GET; Python `open().read()` ≥ 50× faster than a `requests` GET. Issue 13: no
+//! figure of this build worse than the older builds' beyond noise.
 //!
-//! `cargo bench --bench read_path` (needs root and /dev/fuse). Targets (issue 10): warm plain
-//! ≤ 1.1× and warm token ≤ 2× the keep-cache floor, 0 MDS requests per warm read, a change
-//! visible within 1 s. It prints a table and asserts nothing: numbers from a shared machine are
-//! for comparing, not for failing a build.
+//! Everything (this process, the daemons, the emulator, Python) runs pinned to one CPU: on a
+//! small VM a FUSE round trip costs very different amounts depending on whether the scheduler
+//! happened to put client and server on the same core (a cross-core wakeup is an IPI, dear in
+//! a VM), and that luck, fixed per process, would otherwise decide the ratios.
+//!
+//! `cargo bench --bench read_path` (needs root and /dev/fuse). It asserts nothing about the
+//! figures: numbers from a shared machine are for comparing, not for failing a build.
 
-use std::ffi::OsStr;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+#[path = "read_path/cold.rs"]
+mod cold;
+#[path = "read_path/floor.rs"]
+mod floor;
+#[path = "read_path/measure.rs"]
+mod measure;
+#[path = "read_path/messages.rs"]
+mod messages;
+#[path = "read_path/mount.rs"]
+mod mount;
+#[path = "read_path/python.rs"]
+mod python;
+#[path = "read_path/report.rs"]
+mod report;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, OpenFlags, ReplyAttr,
-    ReplyData, ReplyEntry, ReplyOpen, Request,
-};
 use metadatafs::emulator::{Emulator, EmulatorConfig};
 
-const ROUNDS: usize = 30;
-const BATCH: usize = 100;
-const COLD_ITERATIONS: usize = 200;
+use floor::{FloorMount, Open};
+use measure::{cat, ls_l, round_robin, Case, Http, Stats};
+use messages::PerRead;
+use mount::Mount;
+use report::{Table, PATHS};
+
 const VALUE: &str = "project/project-id";
-const TOKEN: &str = "instance/service-accounts/default/token";
-const CHANGING: &str = "instance/attributes/team";
-const TTL: Duration = Duration::from_secs(3600);
+/// The files whose warm reads are timed, by the name the tables give them.
+const FILES: [(&str, &str); 4] = [
+    ("value", VALUE),
+    ("access_token", "instance/service-accounts/default/access_token"),
+    ("authorization", "instance/service-accounts/default/authorization"),
+    ("token", "instance/service-accounts/default/token"),
+];
+const TOKEN: &str = FILES[3].1;
+const STATUS: &str = ".metadatafs/status";
+/// Made to hold exactly `floor::KEYS` keys, `k0`..`k9`, before anything is mounted.
+const LS_DIR: &str = "instance/attributes";
+const CHANGING: &str = "project/attributes/bench-change";
+const BATCH: usize = 50;
+const MIN_ROUNDS: usize = 40;
+const MIN_SPAN: Duration = Duration::from_secs(5);
+const MESSAGE_READS: usize = 1000;
+const FLOORS: [(&str, Open); 3] = [
+    ("floor no-open", Open::None),
+    ("floor keep-cache", Open::KeepCache),
+    ("floor direct-io", Open::DirectIo),
+];
 
-/// The floor: one file, `value`, served from memory, counting what the kernel asks.
-struct Floor {
-    bytes: Vec<u8>,
-    flags: FopenFlags,
-    requests: Arc<AtomicU64>,
+/// An older build, mounted beside this one (`METADATAFS_BENCH_BASELINES`).
+struct Old {
+    label: String,
+    binary: PathBuf,
+    mount: Mount,
 }
 
-const FILE_INO: u64 = 2;
+fn main() {
+    metadatafs::upstream::mtls::crypto_provider();
+    let pinned = pin_to_one_cpu();
+    let emulator = Emulator::start(EmulatorConfig::default()).expect("emulator");
+    let addr = emulator.addr().to_string();
+    let http = Http::new(&addr);
+    stage(&http);
+    let this = Path::new(env!("CARGO_BIN_EXE_metadatafs"));
+    let no_open = Mount::start(this, &addr, "ttl=3600");
+    let open = Mount::start(this, &addr, "ttl=3600,read_path=open");
+    let olds = baselines(&addr);
+    let cpu = pinned.map_or("not pinned".to_string(), |cpu| format!("all on CPU {cpu}"));
+    println!("\n# read_path ({cpu})\n");
+    println!("- this build, default mount: read path {}", no_open.read_path());
+    println!("- this build, `-o read_path=open`: read path {}", open.read_path());
+    for old in &olds {
+        println!("- {} ({}): read path {}", old.label, old.binary.display(), old.mount.read_path());
+    }
 
-impl Floor {
-    fn attr(&self, ino: u64) -> FileAttr {
-        let dir = ino == 1;
-        FileAttr {
-            ino: INodeNo(ino),
-            size: if dir { 0 } else { self.bytes.len() as u64 },
-            blocks: 1,
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
-            kind: if dir { FileType::Directory } else { FileType::RegularFile },
-            perm: if dir { 0o555 } else { 0o444 },
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
+    // 1. Warm reads and `ls -l`, all interleaved.
+    let value = std::fs::read(no_open.join(VALUE)).unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let tmpfs = shm.path().join("project-id");
+    std::fs::write(&tmpfs, &value).unwrap();
+    let tmpfs_dir = shm.path().join("attributes");
+    std::fs::create_dir(&tmpfs_dir).unwrap();
+    for i in 0..floor::KEYS {
+        std::fs::write(tmpfs_dir.join(format!("k{i}")), format!("value-{i}")).unwrap();
+    }
+    let floors = FLOORS.map(|(_, open)| FloorMount::mount(&value, open));
+    let mut cases = vec![reads("tmpfs", tmpfs.clone(), value.len())];
+    for ((name, _), floor) in FLOORS.iter().zip(&floors) {
+        cases.push(reads(name, floor.file.clone(), value.len()));
+    }
+    for (path, mount) in PATHS.iter().zip([&no_open, &open]) {
+        for (file, at) in FILES {
+            cases.push(reads(&format!("{path}: {file}"), mount.join(at), 0));
         }
     }
-
-    fn count(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    for old in &olds {
+        cases.push(reads(&format!("{}: value", old.label), old.mount.join(VALUE), value.len()));
+        cases.push(reads(&format!("{}: token", old.label), old.mount.join(TOKEN), 0));
     }
+    let mut lists = vec![("tmpfs", tmpfs_dir), ("floor no-open", floors[0].dir.clone())];
+    lists.push((PATHS[0], no_open.join(LS_DIR)));
+    lists.push((PATHS[1], open.join(LS_DIR)));
+    lists.extend(olds.iter().map(|old| (old.label.as_str(), old.mount.join(LS_DIR))));
+    for (name, dir) in lists {
+        let n = floor::KEYS as usize;
+        cases.push(Case::new(format!("ls -l, {name}"), move || assert_eq!(ls_l(&dir), n)));
+    }
+    let run = round_robin(&mut cases, BATCH, MIN_ROUNDS, MIN_SPAN);
+    let warm: Vec<(String, Stats)> =
+        cases.iter().map(|c| c.name.clone()).zip(run.stats.iter().copied()).collect();
+    drop(cases);
+    let (reads_table, ls_table) = report::warm(&warm, value.len(), &run);
+    println!("{reads_table}{ls_table}");
+
+    // 2. Cold reads.
+    let ttl0 = Mount::start(this, &addr, "ttl=0");
+    let cold_no_open = Mount::start(this, &addr, "ttl=3600");
+    let cold_open = Mount::start(this, &addr, "ttl=3600,read_path=open");
+    let listed = [
+        ("cold, listed directory (no-open)", &cold_no_open),
+        ("cold, listed directory (open)", &cold_open),
+    ];
+    let colds = cold::listed_and_ttl0(&http, &listed, &ttl0, VALUE);
+    println!("{}", report::cold(&colds));
+
+    // 3. Python.
+    let url = format!("http://{addr}/computeMetadata/v1/{VALUE}");
+    let py = python::run(&no_open.join(VALUE), &tmpfs, &url);
+    println!("{}", report::python(py.as_ref()));
+
+    // 4. FUSE messages, MDS requests, changes, memory, mutual TLS.
+    let (messages, table) = fuse_messages(&addr, [&no_open, &open], &olds, &floors);
+    println!("{table}{}", mds_requests(&http, [&no_open, &open]));
+    for (path, mount) in PATHS.iter().zip([&no_open, &open]) {
+        let ms = Stats::of(change_latency(&http, mount, 15));
+        println!(
+            "change visible to a new open() at ttl=3600, {path} path: median {:.1} ms, \
+             mean {:.1} ms (15 changes)",
+            ms.median, ms.mean
+        );
+    }
+    let mut rss: Vec<(&str, &Mount)> = vec![("no-open", &no_open), ("open", &open)];
+    rss.extend([("ttl=0", &ttl0), ("cold no-open", &cold_no_open), ("cold open", &cold_open)]);
+    rss.extend(olds.iter().map(|old| (old.label.as_str(), &old.mount)));
+    let rss: Vec<String> = rss.iter().map(|(n, m)| format!("{n} {} KiB", m.rss_kib())).collect();
+    println!("\ndaemon RSS after the run: {}", rss.join(", "));
+    let (plain, mtls) = cold::over_https(this, VALUE);
+    println!("{}", report::https(plain, mtls));
+
+    println!("{}", report::targets(&warm, &colds, py.as_ref(), &messages));
 }
 
-impl fuser::Filesystem for Floor {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.count();
-        if parent.0 == 1 && name == "value" {
-            reply.entry(&TTL, &self.attr(FILE_INO), Generation(0));
-        } else {
-            reply.error(Errno::from_i32(libc::ENOENT));
+/// A case that `cat`s `path`, checking it read `len` bytes (any, if 0).
+fn reads(name: &str, path: PathBuf, len: usize) -> Case {
+    Case::new(name, move || {
+        let n = cat(&path);
+        assert!(n == len || (len == 0 && n > 0), "{}: read {n} bytes", path.display());
+    })
+}
+
+/// The emulator as the bench needs it: `LS_DIR` holding exactly `k0`..`k9`, the cold keys,
+/// and the key the change latency is measured on. Done before anything mounts.
+fn stage(http: &Http) {
+    let keys: Vec<String> = (0..floor::KEYS).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        http.put(&format!("{LS_DIR}/{key}"), &format!("value-{}", &key[1..]));
+    }
+    let listing = http.send(reqwest::Method::GET, &format!("/computeMetadata/v1/{LS_DIR}/"), "");
+    for name in listing.lines().map(|n| n.trim_end_matches('/')) {
+        if !keys.iter().any(|k| k == name) {
+            http.delete(&format!("{LS_DIR}/{name}"));
         }
     }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.count();
-        reply.attr(&TTL, &self.attr(ino.0));
+    for i in 0..cold::COLD_KEYS {
+        http.put(&cold::cold_key(i), &format!("cold-{i}"));
     }
-
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.count();
-        reply.opened(FileHandle(1), self.flags | FopenFlags::FOPEN_NOFLUSH);
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: ReplyData,
-    ) {
-        self.count();
-        let start = (offset as usize).min(self.bytes.len());
-        let end = (start + size as usize).min(self.bytes.len());
-        reply.data(&self.bytes[start..end]);
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        _flush: bool,
-        reply: fuser::ReplyEmpty,
-    ) {
-        self.count();
-        reply.ok();
-    }
+    http.put(CHANGING, "initial");
 }
 
-struct FloorMount {
-    _dir: tempfile::TempDir,
-    file: PathBuf,
-    requests: Arc<AtomicU64>,
-    _session: fuser::BackgroundSession,
-}
-
-fn mount_floor(bytes: &[u8], flags: FopenFlags) -> FloorMount {
-    let dir = tempfile::tempdir().unwrap();
-    let requests = Arc::new(AtomicU64::new(0));
-    let fs = Floor { bytes: bytes.to_vec(), flags, requests: requests.clone() };
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![fuser::MountOption::RO, fuser::MountOption::FSName("floor".into())];
-    let session = fuser::Session::new(fs, dir.path(), &config).unwrap().spawn().unwrap();
-    let file = dir.path().join("value");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(&file).is_err() {
-        assert!(Instant::now() < deadline, "the floor filesystem did not come up");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    FloorMount { _dir: dir, file, requests, _session: session }
-}
-
-struct Mount {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Mount {
-    fn start(endpoint: &str, options: &str) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meta");
-        std::fs::create_dir(&path).unwrap();
-        let log = dir.path().join("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
-            .args(["-f", "--endpoint", endpoint, "-o", options])
-            .arg(&path)
-            .env("RUST_LOG", "warn,metadatafs::fuse=info")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let parent_dev = std::fs::metadata(dir.path()).unwrap().dev();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::metadata(&path).map(|m| m.dev()).unwrap_or(parent_dev) == parent_dev {
-            assert!(Instant::now() < deadline, "mount did not come up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Mount { _dir: dir, path, child, log }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    /// Unmount, and return the FUSE request counts it logged: `[(op, count)]`.
-    fn stop(mut self) -> Vec<(String, u64)> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let Some(line) = log.lines().find(|l| l.contains("FUSE requests served:")) else {
-            return Vec::new();
-        };
-        line.split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-            .collect()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn cat(path: &Path) -> usize {
-    let mut buf = [0u8; 4096];
-    let mut file = std::fs::File::open(path).unwrap();
-    let mut total = 0;
-    loop {
-        let n = file.read(&mut buf).unwrap();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[samples.len() / 2]
-}
-
-/// Microseconds per call of `op`, `iterations` times.
-fn timed(iterations: usize, mut op: impl FnMut()) -> Vec<f64> {
-    (0..iterations)
-        .map(|_| {
-            let start = Instant::now();
-            op();
-            start.elapsed().as_secs_f64() * 1e6
+/// `METADATAFS_BENCH_BASELINES=label=/path/to/metadatafs:…`, each mounted at `ttl=3600`.
+fn baselines(addr: &str) -> Vec<Old> {
+    let list = std::env::var("METADATAFS_BENCH_BASELINES").unwrap_or_default();
+    list.split(':')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (label, path) = s.split_once('=').expect("label=/path/to/metadatafs");
+            let binary = PathBuf::from(path);
+            let mount = Mount::start(&binary, addr, "ttl=3600");
+            Old { label: label.to_string(), binary, mount }
         })
         .collect()
 }
 
-/// Each variant in turn, `BATCH` reads at a time, `ROUNDS` times: medians in µs.
-/// A named thing to time.
-type Variant<'a> = (&'a str, Box<dyn FnMut()>);
-
-fn round_robin(variants: &mut [Variant]) -> Vec<f64> {
-    for (_, op) in variants.iter_mut() {
-        timed(BATCH, op);
+/// FUSE messages per warm read of each kind of file, on each path; the floors' own counts;
+/// and the older builds' (from fresh mounts: their status has no counters).
+fn fuse_messages(
+    addr: &str,
+    mounts: [&Mount; 2],
+    olds: &[Old],
+    floors: &[FloorMount; 3],
+) -> (Vec<(String, [PerRead; 2])>, Table) {
+    let title = "FUSE messages per warm read (total without FORGET; then by operation)";
+    let mut table = Table::new(title, &["file", "no-open path", "open path"]);
+    let mut rows = Vec::new();
+    let mut files: Vec<(&str, &str)> = FILES.to_vec();
+    files.push(("status", STATUS));
+    for (file, at) in files {
+        let per = mounts.map(|m| messages::by_status(m, MESSAGE_READS, || drop(cat(&m.join(at)))));
+        rows.push((file.to_string(), per));
     }
-    let mut samples = vec![Vec::new(); variants.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, op)) in variants.iter_mut().enumerate() {
-            samples[i].extend(timed(BATCH, op));
+    let spread = mounts.map(|m| {
+        let path = m.join(TOKEN);
+        messages::by_status(m, 350, || {
+            cat(&path);
+            std::thread::sleep(Duration::from_millis(10));
+        })
+    });
+    rows.push(("token, 350 reads over 3.5 s".to_string(), spread));
+    let ls = mounts.map(|m| messages::by_status(m, 200, || drop(ls_l(&m.join(LS_DIR)))));
+    rows.push(("ls -l of 10 entries".to_string(), ls));
+    for (file, per) in &rows {
+        table.row([file.clone(), per[0].to_string(), per[1].to_string()]);
+    }
+    for ((name, _), floor) in FLOORS.iter().zip(floors) {
+        let before = floor.requests();
+        (0..MESSAGE_READS).for_each(|_| drop(cat(&floor.file)));
+        let per = (floor.requests() - before) as f64 / MESSAGE_READS as f64;
+        table.row([name.to_string(), PerRead::single("all", per).to_string(), String::new()]);
+    }
+    for old in olds {
+        for (file, at) in [("value", VALUE), ("token", TOKEN)] {
+            let per = messages::by_unmount(&old.binary, addr, "ttl=3600", at, MESSAGE_READS);
+            table.row([format!("{}: {file}", old.label), per.to_string(), String::new()]);
         }
     }
-    samples.into_iter().map(median).collect()
+    (rows, table)
 }
 
-struct Http {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    addr: String,
-}
-
-impl Http {
-    fn send(&self, method: reqwest::Method, path: &str, body: &str) -> String {
-        self.runtime.block_on(async {
-            let request = self.client.request(method, format!("http://{}{path}", self.addr));
-            let request = request.header("Metadata-Flavor", "Google").body(body.to_string());
-            request.send().await.unwrap().text().await.unwrap()
-        })
+/// Requests the emulator served during 1000 warm reads of each file, on each path.
+fn mds_requests(http: &Http, mounts: [&Mount; 2]) -> Table {
+    let mut table = Table::new("MDS requests per 1000 warm reads", &["file", "no-open", "open"]);
+    for (file, at) in FILES {
+        let counts = mounts.map(|mount| {
+            let before = http.requests();
+            (0..1000).for_each(|_| drop(cat(&mount.join(at))));
+            (http.requests() - before).to_string()
+        });
+        table.row([file.to_string(), counts[0].clone(), counts[1].clone()]);
     }
-
-    fn requests(&self) -> u64 {
-        let body = self.send(reqwest::Method::GET, "/emulator/counters", "");
-        let counters: serde_json::Value = serde_json::from_str(&body).unwrap();
-        counters.as_object().unwrap().values().filter_map(|v| v.as_u64()).sum()
-    }
+    table
 }
 
 /// Milliseconds from a change on the emulator to a new `open()` seeing it, `n` times.
 fn change_latency(http: &Http, mount: &Mount, n: usize) -> Vec<f64> {
-    let path = mount.path.join(CHANGING);
+    let path = mount.join(CHANGING);
     cat(&path);
     (0..n)
         .map(|i| {
-            let value = format!("changed-{i}");
+            let value = format!("changed-{i}-{}", mount.path.display());
             let start = Instant::now();
-            http.send(reqwest::Method::PUT, &format!("/emulator/values/{CHANGING}"), &value);
+            http.put(CHANGING, &value);
             while std::fs::read(&path).unwrap() != value.as_bytes() {
                 assert!(start.elapsed() < Duration::from_secs(30), "change never seen");
                 std::thread::sleep(Duration::from_micros(200));
@@ -303,16 +307,6 @@ fn change_latency(http: &Http, mount: &Mount, n: usize) -> Vec<f64> {
         .collect()
 }
 
-fn per_read(counts: &[(String, u64)], reads: u64) -> String {
-    let total: u64 = counts.iter().filter(|(op, _)| op != "forget").map(|(_, n)| n).sum();
-    let detail: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(op, n)| format!("{op} {:.2}", *n as f64 / reads as f64))
-        .collect();
-    format!("{:.2} ({})", total as f64 / reads as f64, detail.join(", "))
-}
-
 /// Run this process, and everything it starts from now on, on the CPU it is on now.
 fn pin_to_one_cpu() -> Option<usize> {
     // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is ours and zeroed first.
@@ -323,144 +317,4 @@ fn pin_to_one_cpu() -> Option<usize> {
         (libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0)
             .then_some(cpu)
     }
-}
-
-fn main() {
-    metadatafs::upstream::mtls::crypto_provider();
-    let pinned = pin_to_one_cpu();
-    let emulator = Emulator::start(EmulatorConfig::default()).expect("emulator");
-    let addr = emulator.addr().to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let http = Http { runtime, client: reqwest::Client::new(), addr: addr.clone() };
-    let warm = Mount::start(&addr, "ttl=3600");
-    let cold = Mount::start(&addr, "ttl=0");
-
-    let value = std::fs::read(warm.path.join(VALUE)).unwrap();
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-    let tmpfs = shm.path().join("project-id");
-    std::fs::write(&tmpfs, &value).unwrap();
-    let keep = mount_floor(&value, FopenFlags::FOPEN_KEEP_CACHE);
-    let direct = mount_floor(&value, FopenFlags::FOPEN_DIRECT_IO);
-    cat(&warm.path.join(TOKEN));
-
-    let len = value.len();
-    let (t, k, d) = (tmpfs.clone(), keep.file.clone(), direct.file.clone());
-    let (v, tok) = (warm.path.join(VALUE), warm.path.join(TOKEN));
-    let mut variants: Vec<Variant> = vec![
-        ("tmpfs", Box::new(move || assert_eq!(cat(&t), len))),
-        ("floor: FUSE keep-cache", Box::new(move || assert_eq!(cat(&k), len))),
-        ("floor: FUSE direct-io", Box::new(move || assert_eq!(cat(&d), len))),
-        ("metadatafs warm value", Box::new(move || assert_eq!(cat(&v), len))),
-        ("metadatafs warm token", Box::new(move || assert!(cat(&tok) > 0))),
-    ];
-    let medians = round_robin(&mut variants);
-    let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
-    drop(variants);
-
-    let cold_value = cold.path.join(VALUE);
-    let cold_median = median(timed(COLD_ITERATIONS, || assert_eq!(cat(&cold_value), len)));
-    let url = format!("/computeMetadata/v1/{VALUE}");
-    let get_median = median(timed(COLD_ITERATIONS, || {
-        assert_eq!(http.send(reqwest::Method::GET, &url, "").len(), len)
-    }));
-
-    // Requests per warm read: a fresh mount, one cold read, then 1000 warm ones.
-    let reads = 1000u64;
-    let floor_before = keep.requests.load(Ordering::Relaxed);
-    for _ in 0..reads {
-        cat(&keep.file);
-    }
-    let floor_per_read = (keep.requests.load(Ordering::Relaxed) - floor_before) as f64 / 1000.0;
-    let mut fuse_counts = Vec::new();
-    for path in [VALUE, TOKEN] {
-        let counting = Mount::start(&addr, "ttl=3600");
-        cat(&counting.path.join(path));
-        for _ in 0..reads {
-            cat(&counting.path.join(path));
-        }
-        fuse_counts.push((path, per_read(&counting.stop(), reads)));
-    }
-    let before = http.requests();
-    for _ in 0..reads {
-        cat(&warm.path.join(VALUE));
-    }
-    let mds_per_1000 = http.requests() - before;
-    let latencies = change_latency(&http, &warm, 15);
-
-    let cpu = pinned.map_or("not pinned".to_string(), |cpu| format!("all on CPU {cpu}"));
-    println!(
-        "\nread_path: open+read+close of {VALUE} ({len} bytes), medians of {ROUNDS}×{BATCH} \
-         interleaved, {cpu}\n"
-    );
-    println!("{:<26} {:>10} {:>12} {:>10}", "case", "median µs", "/keep-cache", "/tmpfs");
-    let (floor, base) = (medians[1], medians[0]);
-    for (name, m) in names.iter().zip(&medians) {
-        println!("{name:<26} {m:>10.1} {:>11.2}x {:>9.1}x", m / floor, m / base);
-    }
-    for (name, m) in [("cold value (ttl=0)", cold_median), ("HTTP GET, kept-alive", get_median)] {
-        println!("{name:<26} {m:>10.1} {:>11.2}x {:>9.1}x", m / floor, m / base);
-    }
-    println!("\nFUSE requests per warm read: floor keep-cache {floor_per_read:.2}");
-    for (path, counts) in fuse_counts {
-        println!("  metadatafs {path}: {counts}");
-    }
-    println!("MDS requests per 1000 warm reads: {mds_per_1000}");
-    let mut sorted = latencies.clone();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "change visible to a new open() at ttl=3600: median {:.1} ms, max {:.1} ms ({} changes)",
-        median(latencies),
-        sorted.last().unwrap(),
-        sorted.len()
-    );
-    println!(
-        "daemon RSS after the run: {} KiB (warm mount), {} KiB (ttl=0 mount)",
-        warm.rss_kib(),
-        cold.rss_kib()
-    );
-    cold_reads_over_https();
-}
-
-/// Cold reads (ttl=0: one MDS request each, on a kept-alive connection) over plain HTTP and
-/// over HTTPS with mutual TLS, from one `--tls` emulator, interleaved round-robin so both see
-/// the same machine load; medians and their ratio.
-fn cold_reads_over_https() {
-    let creds = tempfile::tempdir().unwrap();
-    let config = EmulatorConfig { tls: Some(creds.path().to_path_buf()), ..Default::default() };
-    let emulator = Emulator::start(config).expect("TLS emulator");
-    let addr = emulator.addr().to_string();
-    let http = Mount::start(&addr, "ttl=0,mtls=off");
-    let https = Mount::start(&addr, &format!("ttl=0,mtls=on,mtls_dir={}", creds.path().display()));
-    let (http_value, https_value) = (http.path.join(VALUE), https.path.join(VALUE));
-    let size = cat(&http_value);
-    assert_eq!(cat(&https_value), size);
-    let (mut http_samples, mut https_samples) = (Vec::new(), Vec::new());
-    let time = |path: &Path, samples: &mut Vec<f64>| {
-        let start = Instant::now();
-        assert_eq!(cat(path), size);
-        samples.push(start.elapsed().as_secs_f64() * 1e6);
-    };
-    for round in 0..COLD_ITERATIONS {
-        // Alternate which goes first, so neither always follows the other's cache misses.
-        if round % 2 == 0 {
-            time(&http_value, &mut http_samples);
-            time(&https_value, &mut https_samples);
-        } else {
-            time(&https_value, &mut https_samples);
-            time(&http_value, &mut http_samples);
-        }
-    }
-    let median = |samples: &mut Vec<f64>| {
-        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        samples[samples.len() / 2]
-    };
-    let (http_median, https_median) = (median(&mut http_samples), median(&mut https_samples));
-    println!("\ncold read of {VALUE} (ttl=0), {COLD_ITERATIONS} rounds interleaved\n");
-    println!("{:<24} {:>12} {:>14}", "transport", "median µs", "median/HTTP");
-    println!("{:<24} {http_median:>12.1} {:>13.1}x", "plain HTTP", 1.0);
-    println!(
-        "{:<24} {https_median:>12.1} {:>13.1}x",
-        "HTTPS, mutual TLS",
-        https_median / http_median
-    );
 }

@@ -48,6 +48,10 @@ pub(crate) struct Contents<M> {
     pub(crate) mounted_at: SystemTime,
     /// Directories being listed now, for the prefetch of `ls -l`.
     listings: Mutex<Listings>,
+    /// Directories listed to the kernel without a handle (no-open path): it may cache them.
+    served: Mutex<HashSet<String>>,
+    /// Told each directory whose listing changed when fetched again (`watch_listings`).
+    changed: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
     /// Set once anything was fetched: the watcher starts then.
     read_anything: AtomicBool,
     first_read: tokio::sync::Notify,
@@ -62,6 +66,8 @@ impl<M: Mds> Contents<M> {
             freshness,
             mounted_at: SystemTime::now(),
             listings: Mutex::default(),
+            served: Mutex::default(),
+            changed: Mutex::default(),
             read_anything: AtomicBool::new(false),
             first_read: tokio::sync::Notify::new(),
         }
@@ -91,6 +97,7 @@ impl<M: Mds> Contents<M> {
         }
         self.note_read();
         let key = listing_key(dir);
+        let before = self.last_listing(dir);
         let fetch = || {
             let previous = match self.cache.peek(&key) {
                 Some(Cached::Listing(children, seen)) => Some((children, seen)),
@@ -99,7 +106,35 @@ impl<M: Mds> Contents<M> {
             self.fetcher().listing(key.clone(), previous)
         };
         let entry = self.cache.get(&key, fetch).await?;
-        listing_of(entry.value, entry.expiry.remaining(&*self.clock))
+        let listing = listing_of(entry.value, entry.expiry.remaining(&*self.clock))?;
+        if before.is_some_and(|before| !Arc::ptr_eq(&before, &listing.0)) {
+            if let Some(changed) = self.changed.lock().unwrap().as_ref() {
+                let _ = changed.send(dir.to_string());
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Directory `dir` was listed to the kernel without a handle: it may keep that listing.
+    pub(crate) fn readdir_served(&self, dir: &str) {
+        let mut served = self.served.lock().unwrap();
+        if !served.contains(dir) && served.len() < self.freshness.max_entries {
+            served.insert(dir.to_string());
+        }
+    }
+
+    /// Whether the kernel may hold `dir`'s listing and ours has run out since.
+    pub(crate) fn listing_ran_out(&self, dir: &str) -> bool {
+        self.served.lock().unwrap().contains(dir)
+            && !self.cache.is_fresh(&listing_key(dir))
+            && self.last_listing(dir).is_some()
+    }
+
+    /// Each directory whose listing changed when fetched again, from now on, by path.
+    pub(crate) fn watch_listings(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        *self.changed.lock().unwrap() = Some(sender);
+        receiver
     }
 
     /// Whether `path` is a directory the MDS lists (to check options against the real tree).
@@ -123,9 +158,15 @@ impl<M: Mds> Contents<M> {
         if dir == STATUS_DIR {
             return Some((self.mounted_at, self.freshness.ttl));
         }
-        let entry = self.cache.get_now(&listing_key(dir))?;
-        match entry.value {
-            Cached::Listing(_, seen) => Some((seen, entry.expiry.remaining(&*self.clock))),
+        if let Some(entry) = self.cache.get_now(&listing_key(dir)) {
+            return match entry.value {
+                Cached::Listing(_, seen) => Some((seen, entry.expiry.remaining(&*self.clock))),
+                _ => None,
+            };
+        }
+        // Run out: the kernel keeps it no longer, and asks again.
+        match self.cache.peek(&listing_key(dir))? {
+            Cached::Listing(_, seen) => Some((seen, Duration::ZERO)),
             _ => None,
         }
     }

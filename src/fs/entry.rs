@@ -87,7 +87,6 @@ pub(crate) fn attr(
     let (kind, size, mtime, ttl) = match (&node.kind, version) {
         (Kind::Dir, _) => (FileType::Directory, 0, times.0, times.1),
         (Kind::Symlink(target), _) => (FileType::Symlink, target.len() as u64, times.0, times.1),
-        (Kind::Status(_), Some(v)) => (FileType::RegularFile, v.size(), v.seen, Duration::ZERO),
         (_, Some(v)) => (FileType::RegularFile, v.size(), v.seen, IMMUTABLE_TTL),
         (_, None) => (FileType::RegularFile, 0, times.0, Duration::ZERO),
     };

@@ -181,27 +181,28 @@ impl<M: Mds> Core<M> {
         self.names.getattr(ino)
     }
 
-    /// [`Core::getattr`] if that needs no fetch: `None` for a directory whose listing was
-    /// fetched once and has run out since (the kernel may hold a copy of it to drop).
-    pub fn getattr_now(&self, ino: u64) -> Option<Result<Entry>> {
-        if let Ok(Node { kind: Kind::Dir, path }) = self.names.node(ino) {
-            let contents = &self.files.contents;
-            if contents.listing_times(&path).is_none() && contents.last_listing(&path).is_some() {
-                return None;
-            }
-        }
-        Some(self.getattr(ino))
+    /// For a directory whose listing the kernel may hold (read on the no-open path) and which
+    /// has run out: the task that fetches it again. A changed listing moves the directory's
+    /// mtime, and reaches the kernel through `Contents::watch_listings`.
+    pub fn refresh(
+        &self,
+        ino: u64,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let node = self.node(ino).ok()?;
+        let contents = self.files.contents.clone();
+        contents.listing_ran_out(&node.path).then(|| async move {
+            let _ = contents.listing(&node.path).await;
+        })
     }
 
-    /// [`Core::getattr`] once a directory's listing is fetched again: a changed listing is a
-    /// new mtime, and the kernel drops its cached `readdir` for it. A failed fetch is not the
-    /// attributes' failure: the mount point must stat whatever the server does.
-    pub async fn getattr_fresh(&self, ino: u64) -> Result<Entry> {
-        let node = self.node(ino)?;
-        if node.kind == Kind::Dir {
-            let _ = self.listing(&node.path).await;
-        }
-        self.getattr(ino)
+    /// The directories whose listings changed when fetched again, from now on (by path).
+    pub fn watch_listings(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        self.files.contents.watch_listings()
+    }
+
+    /// What the kernel must forget when directory `path`'s listing changed: its `readdir`.
+    pub fn listing_changed(&self, path: &str) -> Forget {
+        self.names.held(&Default::default(), &std::collections::BTreeSet::from([path.to_string()]))
     }
 
     /// Whether `path` is a directory the MDS lists (to check options against the real tree).
@@ -244,6 +245,9 @@ impl<M: Mds> Core<M> {
         let dir = match fh {
             0 => {
                 let node = self.node(ino);
+                if let Ok(node) = &node {
+                    self.files.contents.readdir_served(&node.path);
+                }
                 let listing = self.listing_now(&node.as_ref().ok()?.path)?;
                 node.and_then(|node| self.names.dir_handle(ino, node, listing))
             }

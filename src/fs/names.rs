@@ -60,7 +60,8 @@ impl<M: Mds> Names<M> {
         let mounted_at = self.contents.mounted_at;
         match node.kind {
             Kind::Dir => {
-                self.contents.listing_times(&node.path).unwrap_or((mounted_at, Duration::ZERO))
+                // Never listed: nothing of it can be stale in the kernel yet.
+                self.contents.listing_times(&node.path).unwrap_or((mounted_at, self.config.ttl))
             }
             _ => (mounted_at, self.config.ttl),
         }

@@ -101,15 +101,12 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         self.core.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.count("getattr");
-        if let Some(answer) = self.core.getattr_now(ino.0) {
-            return reply::reply_attr(reply, answer);
+        if let Some(refresh) = self.core.refresh(ino.0) {
+            self.runtime.spawn(refresh);
         }
-        let (core, pid) = (self.core.clone(), req.pid());
-        self.runtime.spawn(async move {
-            reply::reply_attr(reply, interruptible(pid, core.getattr_fresh(ino.0)).await)
-        });
+        reply::reply_attr(reply, self.core.getattr(ino.0));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {

@@ -122,7 +122,8 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     // The notifier has to be taken before the session runs.
     let kernel: Arc<dyn watch::KernelCache> = Arc::new(session.notifier());
     runtime.spawn(watch::run(core.clone(), mds, kernel.clone()));
-    runtime.spawn(forget_replaced_tokens(core.clone(), kernel));
+    runtime.spawn(forget_replaced_tokens(core.clone(), kernel.clone()));
+    runtime.spawn(forget_changed_listings(core.clone(), kernel));
     // `spawn` moves fuser's unmount-on-drop into the handle, which is never dropped: fuser
     // unmounts by path, and by the time the session ends the path may name another mount.
     let session =
@@ -338,5 +339,14 @@ async fn forget_replaced_tokens<M: Mds>(core: Arc<Core<M>>, kernel: Arc<dyn watc
     let mut installs = core.tokens().watch_installs();
     while let Some(path) = installs.recv().await {
         watch::tell(&kernel, core.token_replaced(&path)).await;
+    }
+}
+
+/// A listing fetched again changed (its `ttl` ran out, no watcher saw it): the kernel drops
+/// the copy it may hold, so the next `ls` shows the new one.
+async fn forget_changed_listings<M: Mds>(core: Arc<Core<M>>, kernel: Arc<dyn watch::KernelCache>) {
+    let mut changed = core.watch_listings();
+    while let Some(dir) = changed.recv().await {
+        watch::tell(&kernel, core.listing_changed(&dir)).await;
     }
 }

@@ -199,11 +199,15 @@ impl Mount {
     /// Start a daemon on this mountpoint (again, after `signal`) and wait until it is live.
     pub fn spawn(&mut self, first: &[&str], args: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "a daemon is still running");
+        // METADATAFS_TEST_READ_PATH=open runs a suite on the open path (scripts/test does).
+        let open_path = std::env::var("METADATAFS_TEST_READ_PATH").is_ok_and(|p| p == "open");
+        let read_path: &[&str] = if open_path { &["-o", "read_path=open"] } else { &[] };
         let child = Command::new(env!("CARGO_BIN_EXE_metadatafs"))
             .arg("-f")
             .args(first)
             .arg(&self.mountpoint)
             .args(args)
+            .args(read_path)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&self.log).unwrap())

@@ -88,7 +88,11 @@ async fn status_files_are_rendered_per_open_and_never_fetched() {
     let f = fixture(mds);
     assert_eq!(f.ls(".metadatafs").await.unwrap(), [".", "..", "metrics", "status"]);
     let entry = f.walk(".metadatafs/status").await.unwrap();
-    assert_eq!((entry.attr.perm, entry.ttl), (0o444, Duration::ZERO));
+    assert_eq!(
+        (entry.attr.perm, entry.entry_ttl),
+        (0o444, Duration::ZERO),
+        "looked up at every open"
+    );
     let before: serde_json::Value =
         serde_json::from_slice(&f.cat(".metadatafs/status").await.unwrap()).unwrap();
     assert_eq!(before["watcher"]["state"], "not started");
