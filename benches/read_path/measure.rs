@@ -35,14 +35,13 @@ pub fn ls_l(dir: &Path) -> usize {
 pub struct Stats {
     pub median: f64,
     pub mean: f64,
-    pub n: usize,
 }
 
 impl Stats {
     pub fn of(mut samples: Vec<f64>) -> Stats {
         samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let n = samples.len();
-        Stats { median: samples[n / 2], mean: samples.iter().sum::<f64>() / n as f64, n }
+        Stats { median: samples[n / 2], mean: samples.iter().sum::<f64>() / n as f64 }
     }
 }
 

@@ -101,7 +101,8 @@ impl<M: Mds> Waits<M> {
             return Ok(bytes);
         }
         let (inflight, delay) = self.join(path, waiter.uid)?;
-        let share = Share { waits: self, path, inflight: inflight.clone() };
+        // The only reference besides the table's: when it is the last, nobody waits.
+        let share = Share { waits: self, path, inflight };
         let limit = limit.unwrap_or(MAX_WAIT).min(MAX_WAIT);
         let started = async {
             tokio::time::sleep(delay).await;
