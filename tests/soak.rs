@@ -252,6 +252,51 @@ fn check_token(tally: &mut Tally, emulator: &Emulator, bytes: &[u8], ask_server:
     }
 }
 
+/// A hostile local user beside the readers (issue 15): as nobody, distinct identity audiences
+/// (EACCES, nothing fetched), floods of waiting reads killed mid-wait (interrupted readers), and
+/// a reader interrupted by SIGINT. Counts what it did.
+fn hostile(mount: &Mount, stop: &AtomicBool) -> (u64, u64) {
+    use std::os::unix::process::CommandExt;
+    let nobody = |program: &str, args: &[String]| {
+        let mut command = std::process::Command::new(program);
+        command.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        // SAFETY: become_nobody makes plain system calls only.
+        unsafe { command.pre_exec(common::become_nobody) };
+        command.spawn().unwrap()
+    };
+    let (mut audiences, mut killed) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        audiences += 1;
+        let account = "instance/service-accounts/default";
+        let audience = format!("{account}/identity?audience=https:%2F%2Fh{audiences}.example");
+        let path = mount.path(&audience).display().to_string();
+        let status = nobody("/usr/bin/stat", &[path]).wait().unwrap();
+        assert!(!status.success(), "nobody could stat an identity name");
+        let mut waiting: Vec<_> = (0..10)
+            .map(|n| {
+                let name = format!("instance/zone?wait_for_change=true&timeout_sec={}", 100 + n);
+                nobody("cat", &[mount.path(&name).display().to_string()])
+            })
+            .collect();
+        // Ended by SIGINT (or by a fault phase's error first): never held past the signal.
+        let start = Instant::now();
+        std::process::Command::new("timeout")
+            .args(["-s", "INT", "0.2", "cat"])
+            .arg(mount.path("instance/hostname?wait_for_change=true&timeout_sec=100"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(3), "SIGINT took {:?}", start.elapsed());
+        for child in &mut waiting {
+            let _ = child.kill();
+            let _ = child.wait();
+            killed += 1;
+        }
+    }
+    (audiences, killed)
+}
+
 #[test]
 #[ignore = "a soak test: run with scripts/soak SECS"]
 fn soak() {
@@ -272,13 +317,14 @@ fn soak() {
             .collect(),
         churn: (0..CHURN_SIZES.len() * 4).map(churn_value).collect(),
     };
-    let mount = Mount::start(&emulator.addr, &["-o", "ttl=1,timeout=2,refresh_margin=25"]);
+    let mount =
+        Mount::start(&emulator.addr, &["-o", "ttl=1,timeout=2,refresh_margin=25,allow_other"]);
     let pid = mount.pid();
     let stop = AtomicBool::new(false);
     let phase_len = Duration::from_secs((secs / PHASES.len() as u64).max(2));
     let log: Mutex<Vec<String>> = Mutex::default();
 
-    let (tallies, baseline, phases_run) = std::thread::scope(|scope| {
+    let (tallies, baseline, phases_run, hostile) = std::thread::scope(|scope| {
         let readers: Vec<_> = (0..READERS)
             .map(|i| {
                 let (mount, emulator, expected, stop) = (&mount, &emulator, &expected, &stop);
@@ -290,6 +336,7 @@ fn soak() {
         // Warm up healthy, then take the baseline the end is compared with.
         std::thread::sleep(Duration::from_secs(2));
         let baseline = (rss_kib(pid), open_fds(pid));
+        let hostile = scope.spawn(|| hostile(&mount, &stop));
         let start = Instant::now();
         let mut churned = 0;
         let mut phases_run = 0;
@@ -318,7 +365,7 @@ fn soak() {
         emulator.control("DELETE", "faults", "");
         stop.store(true, Ordering::Relaxed);
         let tallies: Vec<Tally> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-        (tallies, baseline, phases_run)
+        (tallies, baseline, phases_run, hostile.join().unwrap())
     });
 
     // Once the faults stop, the daemon gives back what they cost it.
@@ -349,6 +396,12 @@ fn soak() {
         baseline.0, settled.0, baseline.1, settled.1
     );
     println!("  MDS requests: {}", emulator.total_count());
+    println!(
+        "  hostile: {} identity audiences refused to nobody, {} waiting readers killed mid-wait",
+        hostile.0, hostile.1
+    );
+    let identity = emulator.count("instance/service-accounts/default/identity");
+    assert_eq!(identity, 0, "identity tokens fetched on behalf of nobody");
     assert!(total.failures.is_empty(), "soak failures:\n{}", total.failures.join("\n"));
     let reads: u64 = total.reads.values().sum();
     assert!(reads > 100 * secs.min(10), "too few reads to mean anything: {reads}");
