@@ -104,11 +104,8 @@ fn a_fifo_swapped_in_after_mounting_stalls_no_read_nor_sigterm_and_is_logged_onc
         std::fs::copy(served.join(file), ours.join(file)).unwrap();
     }
     let options = format!("mtls=on,mtls_dir={},ttl=0,timeout=2", ours.display());
-    let mut mount = Mount::start_with(
-        &["--endpoint", &emu.addr],
-        &["-o", &options],
-        &[("RUST_LOG", "info")],
-    );
+    let mut mount =
+        Mount::start_with(&["--endpoint", &emu.addr], &["-o", &options], &[("RUST_LOG", "info")]);
     assert_eq!(mount.read("project/project-id").unwrap(), b"emulated-project");
 
     std::fs::remove_file(ours.join("client.key")).unwrap();

@@ -180,7 +180,7 @@ impl<M: Mds> Files<M> {
         };
         let bytes = self.waits.wait(path, *limit).await?;
         // The value may have changed: the plain name should not serve the old one.
-        self.contents.invalidate(base);
+        self.contents.saw(base, &bytes);
         Ok(bytes)
     }
 
