@@ -187,7 +187,9 @@ impl<M: Mds> Files<M> {
     /// The token file of `node`'s account, narrowed to the scopes in effect (scopes.rs).
     fn account_token_path(&self, node: &Node) -> String {
         let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        self.scopes.token_path(account_dir)
+        let path = self.scopes.token_path(account_dir);
+        self.tokens.in_effect(&path);
+        path
     }
 
     /// `.metadatafs/status` or `metrics` as of now.

@@ -31,6 +31,7 @@ pub(crate) mod listing;
 pub mod node;
 pub mod perms;
 pub mod query;
+mod renew;
 mod scopes;
 pub mod status;
 mod token_files;
@@ -306,7 +307,7 @@ impl<M: Mds> Core<M> {
         self.files.contents.dir_closed(fh);
     }
 
-    fn node(&self, ino: u64) -> Result<Node> {
+    pub(crate) fn node(&self, ino: u64) -> Result<Node> {
         Ok(self.inodes.lock().unwrap().get(ino)?.0)
     }
 
@@ -329,10 +330,9 @@ impl<M: Mds> Core<M> {
         self.getattr(ino)
     }
 
-    /// `setattr` without a size on a writable file (`touch`): times and modes are the
-    /// mirror's, so nothing changes, but it is not an error either.
-    pub fn touch(&self, ino: u64, uid: u32) -> Result<Entry> {
-        self.files.writes.check(&self.node(ino)?, uid)?;
+    /// `setattr` without a size on a writable file: `touch` is a no-op, chmod/chown EPERM.
+    pub fn touch(&self, ino: u64, uid: u32, owner_or_mode: bool) -> Result<Entry> {
+        self.files.writes.check(&self.node(ino)?, uid, owner_or_mode)?;
         self.getattr(ino)
     }
 

@@ -140,9 +140,19 @@ impl<M: Mds> Writes<M> {
         Ok(target)
     }
 
-    /// `setattr` without a size on a writable file (`touch`): checked, and nothing changes.
-    pub(crate) fn check(&self, node: &Node, uid: u32) -> Result<()> {
-        self.target(node, uid).map(|_| ())
+    /// `setattr` without a size: on a writable file `touch` changes nothing and is no error;
+    /// `chmod`/`chown` (`owner_or_mode`) are EPERM, modes and owners being the mirror's.
+    pub(crate) fn check(&self, node: &Node, uid: u32, owner_or_mode: bool) -> Result<()> {
+        self.target(node, uid)?;
+        match owner_or_mode {
+            true => Err(Error::Immutable("modes and owners are the mirror's".into())),
+            false => Ok(()),
+        }
+    }
+
+    /// `fsync` of `node`: renew the token it shows, if any (renew.rs).
+    pub(crate) async fn renew(&self, node: &Node) -> Result<()> {
+        crate::fs::renew::renew(&self.tokens, &self.scopes, node).await
     }
 
     /// Open `node` for writing as handle `fh`; `truncate` is `O_TRUNC`.
@@ -293,6 +303,7 @@ impl<M: Mds> Writes<M> {
             scopes.as_ref().map_or("the instance's".into(), |s| s.join(","))
         );
         self.scopes.set(account_dir, scopes);
+        self.tokens.in_effect(&self.scopes.token_path(account_dir));
         Ok(())
     }
 

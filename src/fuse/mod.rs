@@ -182,6 +182,11 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         write::release(&self.core, &self.runtime, fh.0, reply);
     }
 
+    /// On a token file, renew the token (fs/renew.rs): `sync FILE` after a 401.
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _data: bool, reply: ReplyEmpty) {
+        write::fsync(&self.core, &self.runtime, ino.0, reply);
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.served.add("opendir");
         let core = self.core.clone();
@@ -266,15 +271,15 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         reply.error(Errno::from_i32(libc::EROFS));
     }
 
-    /// A truncate of a writable file; modes, owners and times are the mirror's (unchanged,
-    /// and not an error on a writable file, so `touch` works).
+    /// A truncate of a writable file; times, modes and owners are the mirror's (`touch` is a
+    /// no-op, `chmod`/`chown` EPERM).
     fn setattr(
         &self,
         req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
@@ -286,8 +291,8 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let (uid, fh) = (req.uid(), fh.map(|fh| fh.0));
-        write::setattr(&self.core, &self.runtime, ino.0, uid, size, fh, reply);
+        let (chmod, caller, fh) = (mode.or(uid).or(gid).is_some(), req.uid(), fh.map(|fh| fh.0));
+        write::setattr(&self.core, &self.runtime, ino.0, caller, size, fh, chmod, reply);
     }
 
     fn mknod(

@@ -77,8 +77,10 @@ pub(crate) fn release<M: Mds>(core: &Arc<Core<M>>, rt: &Handle, fh: u64, reply: 
     reply.ok();
 }
 
-/// A truncate of a writable file; modes, owners and times are the mirror's (unchanged, and
-/// not an error on a writable file, so `touch` works).
+/// A truncate of a writable file; modes, owners and times are the mirror's: `touch` is not an
+/// error on a writable file, `chmod`/`chown` (`owner_or_mode`) are EPERM there and EROFS on
+/// the others, as on a read-only mount.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn setattr<M: Mds>(
     core: &Arc<Core<M>>,
     rt: &Handle,
@@ -86,13 +88,14 @@ pub(crate) fn setattr<M: Mds>(
     uid: u32,
     size: Option<u64>,
     fh: Option<u64>,
+    owner_or_mode: bool,
     reply: ReplyAttr,
 ) {
     let core = core.clone();
     rt.spawn(async move {
         let result = match size {
             Some(size) => core.truncate(ino, fh, size, uid).await,
-            None => core.touch(ino, uid),
+            None => core.touch(ino, uid, owner_or_mode),
         };
         match result {
             Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),
@@ -160,6 +163,21 @@ pub(crate) fn remove<M: Mds>(
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(op, &e)),
+        }
+    });
+}
+
+/// `fsync`: on a token file, ask the MDS for the token again (fs/renew.rs); else nothing.
+pub(crate) fn fsync<M: Mds>(core: &Arc<Core<M>>, rt: &Handle, ino: u64, reply: ReplyEmpty) {
+    let core = core.clone();
+    rt.spawn(async move {
+        let renewed = match core.node(ino) {
+            Ok(node) => core.writes().renew(&node).await,
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
         }
     });
 }
