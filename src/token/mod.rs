@@ -109,7 +109,7 @@ impl<M: Mds> Tokens<M> {
         if let Some(err) = self.held_failure(&slot) {
             return Err(err);
         }
-        let result = match self.fetch(&slot, path).await {
+        let result = match self.fetch(path).await {
             Ok(token) => {
                 self.install(&slot, path, token.clone());
                 Ok(token)
@@ -167,18 +167,20 @@ impl<M: Mds> Tokens<M> {
     }
 
     /// Asks the MDS for `path`'s token again now, whatever is cached: the token a reader was
-    /// refused with may have been replaced. Paced: within [`REPOLL`] of the last request for
-    /// it, the answer that request got stands; concurrent callers share one request. The next
+    /// refused with may have been replaced. Paced: within [`REPOLL`] of the last renewal of
+    /// it, the answer that one got stands; concurrent callers share one request. The next
     /// open of a token file serves what came back.
     pub async fn renew(&self, path: &str) -> Result<()> {
         let slot = self.slot(path);
         let turn = slot.fill.turn().await;
-        let asked = slot.state.lock().unwrap().asked;
-        if asked.is_some_and(|at| self.clock.now().saturating_duration_since(at) < REPOLL) {
+        let now = self.clock.now();
+        let renewed = slot.state.lock().unwrap().renewed;
+        if renewed.is_some_and(|at| now.saturating_duration_since(at) < REPOLL) {
             let result = self.usable(&slot, path).map(|_| ());
             return result.ok_or(Error::TokenExpired { path: path.into() });
         }
-        let result = match self.fetch(&slot, path).await {
+        slot.state.lock().unwrap().renewed = Some(now);
+        let result = match self.fetch(path).await {
             Ok(token) => {
                 self.install(&slot, path, token);
                 Ok(())
@@ -205,7 +207,7 @@ impl<M: Mds> Tokens<M> {
         let Some(_turn) = slot.fill.try_turn() else {
             return;
         };
-        match self.fetch(slot, path).await {
+        match self.fetch(path).await {
             Ok(token) => self.install(slot, path, token),
             Err(e) if e.is_transient() => {
                 warn!("{path}: token refresh failed, keeping the current token: {e}");
@@ -220,9 +222,8 @@ impl<M: Mds> Tokens<M> {
         }
     }
 
-    async fn fetch(&self, slot: &Slot, path: &str) -> Result<Token> {
+    async fn fetch(&self, path: &str) -> Result<Token> {
         let requested = self.clock.now();
-        slot.state.lock().unwrap().asked = Some(requested);
         let parsed = match self.mds.get(path).await {
             Ok(body) if is_identity(path) => Token::parse_identity(path, &body, requested),
             Ok(body) => Token::parse(path, &body, requested),

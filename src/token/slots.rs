@@ -42,14 +42,14 @@ pub(crate) struct State {
     pub(crate) failed: Option<(Error, Expiry)>,
     pub(crate) next_refresh: Instant,
     pub(crate) last_read: Instant,
-    /// When the MDS was last asked for this token (paces on-demand renewal).
-    pub(crate) asked: Option<Instant>,
+    /// When a reader last had this token renewed (paces [`super::Tokens::renew`]).
+    pub(crate) renewed: Option<Instant>,
 }
 
 impl Slot {
     pub(crate) fn new(now: Instant) -> Slot {
         let state =
-            State { token: None, failed: None, next_refresh: now, last_read: now, asked: None };
+            State { token: None, failed: None, next_refresh: now, last_read: now, renewed: None };
         Slot { fill: Flight::default(), state: Mutex::new(state) }
     }
 }
