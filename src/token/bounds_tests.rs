@@ -56,6 +56,8 @@ async fn identity_slots_are_an_lru_that_never_drops_one_in_use() {
     let status = tokens.status();
     assert_eq!(status.held[Kind::Identity as usize], MAX_IDENTITIES as u64 - 1);
     assert!(status.plain.is_empty(), "no audience in the status");
+    let logged = slots::redacted(format!("{}: unavailable", identity(7)), &identity(7));
+    assert_eq!(logged, format!("{ACCOUNT}/identity?…: unavailable"), "no audience in a log");
     drop(in_use);
 }
 

@@ -39,7 +39,7 @@ mod bearer;
 mod slots;
 
 pub use self::bearer::{is_b64token, Token, MIN_LEFT};
-use self::slots::{make_room, summarize, Pins, Slot};
+use self::slots::{make_room, redacted, shown, summarize, Pins, Slot};
 pub use self::slots::{Kind, Summary, TokenStatus, MAX_IDENTITIES, MAX_SCOPE_SETS};
 
 /// How soon to ask again when the MDS answered a refresh with the token we already had, or
@@ -115,7 +115,7 @@ impl<M: Mds> Tokens<M> {
                 Ok(token)
             }
             Err(e) if e.is_transient() => {
-                warn!("{e}");
+                warn!("{}", redacted(&e, path));
                 Err(Error::TokenExpired { path: path.into() })
             }
             Err(e) => {
@@ -210,13 +210,19 @@ impl<M: Mds> Tokens<M> {
         match self.fetch(path).await {
             Ok(token) => self.install(slot, path, token),
             Err(e) if e.is_transient() => {
-                warn!("{path}: token refresh failed, keeping the current token: {e}");
-                slot.state.lock().unwrap().next_refresh = self.clock.now() + REPOLL;
+                let mut state = slot.state.lock().unwrap();
+                state.next_refresh = self.clock.now() + REPOLL;
+                // Asked again every REPOLL: said once per outage, not at every try.
+                if !std::mem::replace(&mut state.warned, true) {
+                    let e = redacted(&e, path);
+                    warn!("{}: token refresh failed, keeping the current token: {e}", shown(path));
+                }
             }
             // The account or its token is gone for good: stop refreshing it. Readers holding
             // on get the current token until it expires, then the MDS's answer.
             Err(e) => {
-                warn!("{path}: token refresh refused, no longer refreshing: {e}");
+                let e = redacted(&e, path);
+                warn!("{}: token refresh refused, no longer refreshing: {e}", shown(path));
                 self.slots.lock().unwrap().remove(path);
             }
         }
@@ -252,10 +258,11 @@ impl<M: Mds> Tokens<M> {
         let recheck = if is_identity(path) { planned } else { planned.min(now + RECHECK) };
         state.next_refresh = if planned <= now { now + REPOLL } else { recheck };
         if !same {
-            info!("{path}: new token, expires in {} s", token.expires_in(&self.clock));
+            info!("{}: new token, expires in {} s", shown(path), token.expires_in(&self.clock));
         }
         state.token = Some(token);
         state.failed = None;
+        state.warned = false;
     }
 
     /// The current token if it has at least [`MIN_LEFT`] to live. An identity token is served

@@ -44,12 +44,20 @@ pub(crate) struct State {
     pub(crate) last_read: Instant,
     /// When a reader last had this token renewed (paces [`super::Tokens::renew`]).
     pub(crate) renewed: Option<Instant>,
+    /// A failed refresh was warned about; the next ones are not, until one works.
+    pub(crate) warned: bool,
 }
 
 impl Slot {
     pub(crate) fn new(now: Instant) -> Slot {
-        let state =
-            State { token: None, failed: None, next_refresh: now, last_read: now, renewed: None };
+        let state = State {
+            token: None,
+            failed: None,
+            next_refresh: now,
+            last_read: now,
+            renewed: None,
+            warned: false,
+        };
         Slot { fill: Flight::default(), state: Mutex::new(state) }
     }
 }
@@ -71,6 +79,20 @@ pub(crate) fn kind(path: &str) -> Kind {
         Some((base, _)) if base.ends_with("/identity") => Kind::Identity,
         Some(_) => Kind::Scoped,
     }
+}
+
+/// `path` as logs show it: an identity token's parameters are hidden (an audience may be a
+/// secret URL); scope sets and plain paths are shown.
+pub(crate) fn shown(path: &str) -> String {
+    match path.split_once('?') {
+        Some((base, _)) if kind(path) == Kind::Identity => format!("{base}?…"),
+        _ => path.to_string(),
+    }
+}
+
+/// `message` (an error naming `path`) with `path` shown as [`shown`] shows it.
+pub(crate) fn redacted(message: impl std::fmt::Display, path: &str) -> String {
+    message.to_string().replace(path, &shown(path))
 }
 
 /// The family `path` shares a cap with (`ACCOUNT/token?`, `ACCOUNT/identity?`), and the cap.
