@@ -29,6 +29,9 @@ pub enum Error {
     /// A write, or another operation this filesystem never allows.
     #[error("read-only file system")]
     ReadOnly,
+    /// A change the mirror cannot make to a writable file (`chmod`, `chown`): EPERM.
+    #[error("not permitted: {0}")]
+    Immutable(String),
     /// A value larger than `max_value`.
     #[error("{path}: value of {size} bytes exceeds max_value ({limit} bytes)")]
     TooBig { path: String, size: u64, limit: u64 },
@@ -63,6 +66,7 @@ impl Error {
             Error::InvalidName(_) | Error::BadRequest { .. } => libc::EINVAL,
             Error::Forbidden { .. } | Error::NotPermitted(_) => libc::EACCES,
             Error::ReadOnly => libc::EROFS,
+            Error::Immutable(_) => libc::EPERM,
             Error::NotEmpty => libc::ENOTEMPTY,
             Error::TooBig { .. } => libc::EFBIG,
             Error::Unavailable { .. }
@@ -82,6 +86,7 @@ impl Error {
             | Error::NotPermitted(_)
             | Error::NotEmpty
             | Error::ReadOnly
+            | Error::Immutable(_)
             | Error::Stale
             | Error::Interrupted => Level::Debug,
             Error::BadRequest { .. }

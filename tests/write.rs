@@ -61,6 +61,13 @@ fn a_guest_attribute_round_trip_is_seen_by_the_metadata_server() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    // The emptied one stays, as a directory does, until it is removed (so `rm -r` works).
+    assert_eq!(listed, ["hostkeys", "myns"], "the removed namespace is gone");
+    std::fs::remove_dir(mount.path(&format!("{GA}/myns"))).unwrap();
+    let listed: Vec<String> = std::fs::read_dir(mount.path(GA))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(listed, ["hostkeys"], "the emptied and the removed namespace are gone");
 
     // Names: letters, digits, _ and - only, checked before anything is sent.

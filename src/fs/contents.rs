@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cache::{Cache, CacheStats};
 use crate::clock::{Expiry, SharedClock};
 use crate::error::{Error, Result};
-use crate::fs::fetch::{listing_of, value_content, Cached, Fetcher};
+use crate::fs::fetch::{listing_of, value_content, Cached, Fetcher, Seen};
 use crate::fs::listing::{self, child_kind, find, listing_key};
 use crate::fs::node::{Child, Content, Kind, STATUS_DIR};
 use crate::fs::perms::is_account_scopes;
@@ -43,6 +43,8 @@ pub(crate) struct Contents<M> {
     mds: Arc<M>,
     clock: SharedClock,
     cache: Cache<Cached>,
+    /// When each value's bytes were first seen (mtimes), kept whatever the cache drops.
+    seen: Arc<Seen>,
     freshness: Freshness,
     /// When the mount started: the mtime of what has none of its own.
     pub(crate) mounted_at: SystemTime,
@@ -61,6 +63,7 @@ impl<M: Mds> Contents<M> {
     pub(crate) fn new(mds: Arc<M>, clock: SharedClock, freshness: Freshness) -> Self {
         Contents {
             cache: Cache::new(freshness.max_entries, clock.clone()),
+            seen: Arc::new(Seen::new(Seen::capacity(freshness.max_entries))),
             mds,
             clock,
             freshness,
@@ -189,14 +192,7 @@ impl<M: Mds> Contents<M> {
     /// The current version of the MDS value at `path` (which may carry a query).
     pub(crate) async fn value(&self, path: &str) -> Result<Content> {
         self.note_read();
-        let fetch = || {
-            // The same bytes as before keep their mtime.
-            let previous = match self.cache.peek(path) {
-                Some(Cached::Value(bytes, seen)) => Some((bytes, seen)),
-                _ => None,
-            };
-            self.fetcher().value(path.to_string(), previous)
-        };
+        let fetch = || self.fetcher().value(path.to_string());
         match self.cache.get(path, fetch).await {
             Ok(entry) => {
                 let validity = self.validity(path, &entry.expiry);
@@ -209,6 +205,15 @@ impl<M: Mds> Contents<M> {
     /// Forget what is cached for `key` (a value path, or a directory's with a trailing `/`).
     pub(crate) fn invalidate(&self, key: &str) {
         self.cache.invalidate(key);
+    }
+
+    /// A waiting read on `key` answered `bytes`: the same bytes as cached keep their entry
+    /// (no refetch); else it is dropped, and the refetch keeps the mtime if its bytes are the
+    /// same as last time (the wait's bytes may be another form: `alt=json`, `recursive`).
+    pub(crate) fn saw(&self, key: &str, bytes: &[u8]) {
+        if !matches!(self.cache.peek(key), Some(Cached::Value(held, _)) if held == bytes) {
+            self.cache.invalidate(key);
+        }
     }
 
     /// Expire every cached value and listing `changes` touches. Returns the subtrees whose
@@ -250,7 +255,7 @@ impl<M: Mds> Contents<M> {
 
     fn fetcher(&self) -> Fetcher<M> {
         let Freshness { ttl, negative_ttl, .. } = self.freshness;
-        Fetcher { mds: self.mds.clone(), ttl, negative_ttl }
+        Fetcher { mds: self.mds.clone(), ttl, negative_ttl, seen: self.seen.clone() }
     }
 
     /// Returns once something has been fetched for a reader.

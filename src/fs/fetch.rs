@@ -4,8 +4,17 @@
 //! the background (stale-while-revalidate). A value's `seen` time (its mtime) is when this
 //! mount first saw its current bytes: a refetch that brings the same bytes keeps the old time,
 //! so `make` and `find -newer` see real changes only, including same-size ones.
+//!
+//! The time is kept in [`Seen`], a table beside the cache (path → digest of the bytes, time)
+//! that invalidation, expiry, eviction, a failure in between and waiting reads all leave alone:
+//! whatever the cache dropped, the same bytes come back with the same mtime. It is an LRU of
+//! [`Seen::capacity`] paths (four times the cache's, at least 1024; about 100 bytes each),
+//! touched at every fetch: only a path that many other values were fetched after since its
+//! own last fetch starts its mtime again.
 
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -50,27 +59,54 @@ impl std::fmt::Debug for Cached {
     }
 }
 
+/// When this mount first saw each path's current bytes, kept apart from the cache.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    table: Mutex<lru::LruCache<String, (u64, SystemTime)>>,
+}
+
+impl Seen {
+    /// How many paths are remembered for a cache of `max_entries`.
+    pub(crate) fn capacity(max_entries: usize) -> usize {
+        max_entries.saturating_mul(4).max(1024)
+    }
+
+    pub(crate) fn new(capacity: usize) -> Seen {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Seen { table: Mutex::new(lru::LruCache::new(capacity)) }
+    }
+
+    /// When `path` was first seen holding `bytes`: the time kept if its bytes were these last
+    /// time, else now (and remembered).
+    pub(crate) fn stamp(&self, path: &str, bytes: &[u8]) -> SystemTime {
+        let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes);
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        match table.get(path) {
+            Some(&(known, seen)) if known == digest => seen,
+            _ => {
+                let now = SystemTime::now();
+                table.put(path.to_string(), (digest, now));
+                now
+            }
+        }
+    }
+}
+
 /// Fetches a value or listing for the cache.
 #[derive(Debug)]
 pub(crate) struct Fetcher<M> {
     pub(crate) mds: Arc<M>,
     pub(crate) ttl: Duration,
     pub(crate) negative_ttl: Duration,
+    pub(crate) seen: Arc<Seen>,
 }
 
 impl<M: Mds> Fetcher<M> {
-    /// `previous` is the value held before, if any: the same bytes keep their `seen` time.
-    pub(crate) async fn value(
-        self,
-        path: String,
-        previous: Option<(Bytes, SystemTime)>,
-    ) -> Result<(Cached, Duration)> {
+    /// The same bytes as last time keep their `seen` time, whatever happened in between.
+    pub(crate) async fn value(self, path: String) -> Result<(Cached, Duration)> {
         match self.mds.get(&path).await {
             Ok(bytes) => {
-                let seen = match previous {
-                    Some((old, seen)) if old == bytes => seen,
-                    _ => SystemTime::now(),
-                };
+                let seen = self.seen.stamp(&path, &bytes);
                 Ok((Cached::Value(bytes, seen), self.ttl))
             }
             Err(e) => self.negative(e),
@@ -139,5 +175,25 @@ pub(crate) fn value_content(
         }
         Cached::Failed(err) => Err(err),
         _ => Err(Error::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_bytes_keep_their_time_until_the_table_forgets_the_path() {
+        let seen = Seen::new(2);
+        let first = seen.stamp("a", b"x");
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(seen.stamp("a", b"x"), first);
+        let changed = seen.stamp("a", b"y");
+        assert!(changed > first);
+        assert_eq!(seen.stamp("a", b"y"), changed);
+        assert!(seen.stamp("a", b"x") > changed, "back to old bytes is a change too");
+        seen.stamp("b", b"1");
+        seen.stamp("c", b"1");
+        assert_eq!(seen.table.lock().unwrap().len(), 2, "bounded");
     }
 }

@@ -146,8 +146,8 @@ impl<M: Mds> Files<M> {
             Target::Plain { path } => return self.contents.value(path).await,
             Target::Wait { path, base, limit } => {
                 let bytes = self.waits.wait(path, *limit, waiter).await?;
-                // The value may have changed: the plain name should not serve the old one.
-                self.contents.invalidate(base);
+                // A change drops the plain name's cached value; the same bytes keep it, and its mtime.
+                self.contents.saw(base, &bytes);
                 return Ok(Content::written(bytes));
             }
         };
@@ -200,7 +200,9 @@ impl<M: Mds> Files<M> {
     /// The token file of `node`'s account, narrowed to the scopes in effect (scopes.rs).
     fn account_token_path(&self, node: &Node) -> String {
         let account_dir = node.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        self.scopes.token_path(account_dir)
+        let path = self.scopes.token_path(account_dir);
+        self.tokens.in_effect(&path);
+        path
     }
 
     /// `.metadatafs/status` or `metrics` as of now.

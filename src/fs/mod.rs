@@ -31,6 +31,7 @@ mod names;
 pub mod node;
 pub mod perms;
 pub mod query;
+mod renew;
 mod scopes;
 pub mod status;
 mod token_files;
@@ -184,15 +185,10 @@ impl<M: Mds> Core<M> {
     /// For a directory whose listing the kernel may hold (read on the no-open path) and which
     /// has run out: the task that fetches it again. A changed listing moves the directory's
     /// mtime, and reaches the kernel through `Contents::watch_listings`.
-    pub fn refresh(
-        &self,
-        ino: u64,
-    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        let node = self.node(ino).ok()?;
-        let contents = self.files.contents.clone();
-        contents.listing_ran_out(&node.path).then(|| async move {
-            let _ = contents.listing(&node.path).await;
-        })
+    pub fn refresh(&self, ino: u64) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        let (path, contents) = (self.node(ino).ok()?.path, self.files.contents.clone());
+        let ran_out = contents.listing_ran_out(&path);
+        ran_out.then_some(async move { drop(contents.listing(&path).await) })
     }
 
     /// The directories whose listings changed when fetched again, from now on (by path).
@@ -308,7 +304,7 @@ impl<M: Mds> Core<M> {
         self.files.writes.release(fh);
     }
 
-    fn node(&self, ino: u64) -> Result<Node> {
+    pub(crate) fn node(&self, ino: u64) -> Result<Node> {
         self.names.node(ino)
     }
 
@@ -331,10 +327,9 @@ impl<M: Mds> Core<M> {
         self.getattr(ino)
     }
 
-    /// `setattr` without a size on a writable file (`touch`): times and modes are the
-    /// mirror's, so nothing changes, but it is not an error either.
-    pub fn touch(&self, ino: u64, uid: u32) -> Result<Entry> {
-        self.files.writes.check(&self.node(ino)?, uid)?;
+    /// `setattr` without a size on a writable file: `touch` is a no-op, chmod/chown EPERM.
+    pub fn touch(&self, ino: u64, uid: u32, owner_or_mode: bool) -> Result<Entry> {
+        self.files.writes.check(&self.node(ino)?, uid, owner_or_mode)?;
         self.getattr(ino)
     }
 
@@ -353,14 +348,6 @@ impl<M: Mds> Core<M> {
         let empty = node::Content::written(Bytes::new());
         let entry = self.names.enter(node, Some(empty), Duration::ZERO);
         Ok((Entry { ttl: Duration::ZERO, ..entry }, fh))
-    }
-
-    pub async fn unlink(&self, parent: u64, name: &OsStr, uid: u32) -> Result<()> {
-        self.files.writes.unlink(&self.node(parent)?, name, uid).await
-    }
-
-    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
-        self.files.writes.rmdir(&self.node(parent)?, name).await
     }
 
     /// Whether a lookup that has to fetch in `dir` should fetch the rest of the directory

@@ -9,6 +9,9 @@
 //!   an old size.
 //! - Only paths, counts, times and error messages: never a value, never a token byte. Error
 //!   messages name paths and statuses, never bodies (`error.rs`).
+//! - Small and fast whatever was looked up, by whomever: tokens are counted by kind
+//!   (`token_slots`), with the soonest expiry and refresh; per-token detail only for each
+//!   account's plain `token`. No audience or scope set anyone asked for is ever shown.
 //! - World-readable (0444) whatever `secret_paths` says: nothing in them is secret.
 //! - `.metadatafs` cannot collide with a server key: the MDS lists no dot-names (its keys are
 //!   letters, digits, `-` and `_`). Were it ever to list `.metadatafs` at the root, ours wins and
@@ -24,7 +27,7 @@ use crate::clock::Clock;
 use crate::fs::node::StatusFile;
 use crate::stats::LATENCY_BUCKETS;
 use crate::stats::{Event, FuseOps, MdsCounters, MdsStats, Watcher, WatcherPhase, WatcherState};
-use crate::token::{TokenStats, TokenStatus};
+use crate::token::{Summary, TokenStats};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -57,7 +60,7 @@ pub(crate) struct Sources<'a> {
     pub clock: &'a dyn Clock,
     pub max_entries: usize,
     pub cache: &'a CacheStats,
-    pub tokens: Vec<TokenStatus>,
+    pub tokens: Summary,
     pub token_stats: &'a TokenStats,
     pub mds: Option<&'a MdsStats>,
     /// `Mds::transport_kind`'s name: `http`, `https-mtls` or `http-fallback`.
@@ -74,7 +77,7 @@ pub(crate) struct Snapshot {
     pub transport: Option<&'static str>,
     pub mds: MdsCounters,
     pub cache: [u64; 7],
-    pub tokens: Vec<TokenStatus>,
+    pub tokens: Summary,
     pub token_fetches: [u64; 3],
     pub watcher: WatcherState,
     pub read_path: (&'static str, &'static str),
@@ -84,6 +87,7 @@ pub(crate) struct Snapshot {
 const CACHE_FIELDS: [&str; 7] =
     ["entries", "max_entries", "bytes", "hits", "misses", "evictions", "stale_served"];
 const TOKEN_OUTCOMES: [&str; 3] = ["new", "same", "failed"];
+const TOKEN_KINDS: [&str; 3] = ["plain", "scoped", "identity"];
 
 impl Snapshot {
     pub fn take(s: &Sources) -> Snapshot {
@@ -142,11 +146,21 @@ pub(crate) fn render(file: StatusFile, sources: &Sources) -> Vec<u8> {
     }
 }
 
+/// How many tokens of each kind are held, and the soonest expiry and refresh among them.
+fn token_slots(s: &Snapshot) -> Value {
+    let mut slots: serde_json::Map<String, Value> =
+        TOKEN_KINDS.iter().zip(s.tokens.held).map(|(k, v)| (k.to_string(), v.into())).collect();
+    slots.insert("soonest_expires_in".into(), s.tokens.soonest_expiry.into());
+    slots.insert("next_refresh_in".into(), s.tokens.next_refresh.into());
+    Value::Object(slots)
+}
+
 pub(crate) fn status_json(s: &Snapshot) -> Value {
     let cache: serde_json::Map<String, Value> =
         CACHE_FIELDS.iter().zip(s.cache).map(|(k, v)| (k.to_string(), v.into())).collect();
     let tokens: Vec<Value> = s
         .tokens
+        .plain
         .iter()
         .map(|t| {
             json!({
@@ -182,6 +196,7 @@ pub(crate) fn status_json(s: &Snapshot) -> Value {
         "fuse_requests": s.fuse.iter().map(|(op, n)| (op.to_string(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
         "cache": cache,
         "tokens": tokens,
+        "token_slots": token_slots(s),
         "token_fetches": fetches,
         "watcher": {
             "state": w.phase.name(),
@@ -270,9 +285,18 @@ pub(crate) fn metrics_text(s: &Snapshot) -> String {
     ];
     for (i, (name, help)) in token_help.into_iter().enumerate() {
         out.family(name, "gauge", help);
-        for t in &s.tokens {
+        for t in &s.tokens.plain {
             out.sample(name, &[("path", &t.path)], [t.expires_in, t.refresh_in][i]);
         }
+    }
+    out.family("token_slots", "gauge", "Tokens held, by kind (plain, scoped, identity).");
+    for (kind, count) in TOKEN_KINDS.iter().zip(s.tokens.held) {
+        out.sample("token_slots", &[("kind", kind)], count);
+    }
+    let help = "Seconds until the soonest expiry of any held token.";
+    out.family("token_soonest_expires_in_seconds", "gauge", help);
+    if let Some(soonest) = s.tokens.soonest_expiry {
+        out.sample("token_soonest_expires_in_seconds", &[], soonest);
     }
     let help = "Token fetches by outcome: a new token, the same token again, or none.";
     out.family("token_fetches_total", "counter", help);

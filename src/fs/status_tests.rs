@@ -24,11 +24,16 @@ fn snapshot() -> Snapshot {
             last_error: Some(Event { message: "x: unavailable".into(), at: now.0 }),
         },
         cache: [3, 100, 60, 7, 3, 0, 1],
-        tokens: vec![TokenStatus {
-            path: "instance/service-accounts/a\"b/token".into(),
-            expires_in: 3599,
-            refresh_in: 3359,
-        }],
+        tokens: Summary {
+            held: [1, 2, 40],
+            soonest_expiry: Some(1200),
+            next_refresh: Some(60),
+            plain: vec![crate::token::TokenStatus {
+                path: "instance/service-accounts/a\"b/token".into(),
+                expires_in: 3599,
+                refresh_in: 3359,
+            }],
+        },
         token_fetches: [1, 0, 0],
         watcher: WatcherState::default(),
         read_path: ("no-open", "a read-only mount"),
@@ -50,6 +55,10 @@ fn status_json_has_every_field() {
     assert_eq!(json["cache"]["stale_served"], 1);
     assert_eq!(json["tokens"][0]["expires_in"], 3599);
     assert_eq!(json["tokens"][0]["expires_at"], "2026-11-18T12:06:39Z");
+    assert_eq!(json["tokens"].as_array().unwrap().len(), 1, "plain tokens only");
+    assert_eq!(json["token_slots"]["identity"], 40);
+    assert_eq!(json["token_slots"]["soonest_expires_in"], 1200);
+    assert_eq!(json["token_slots"]["next_refresh_in"], 60);
     assert_eq!(json["watcher"]["state"], "not started");
     assert_eq!(json["watcher"]["last_error"], Value::Null);
 }

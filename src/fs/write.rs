@@ -7,12 +7,15 @@
 //!
 //! Invariants:
 //! - Nothing changes unless the MDS agreed. Writing `scopes` fetches a token with those scopes
-//!   before `write()` returns (each write sends what the file holds so far); a refusal
-//!   fails the call (EINVAL: a scope the account lacks; EIO: the MDS unreachable) and the
-//!   scopes in effect stay as they were. An empty write restores the instance's scopes.
+//!   before `write()` returns when what the file holds so far ends in a newline (`echo`, one
+//!   whole list: the shell sees a refusal), else at `close()`, so a list split across writes
+//!   never sends half a scope name. A refusal fails the call (EINVAL: a scope the account
+//!   lacks; EIO: the MDS unreachable) and the scopes in effect stay as they were. A list over
+//!   [`MAX_SCOPES`] is EFBIG at once, never sent. An empty write restores the instance's.
 //! - A guest attribute is PUT when its file is closed (`flush`), so its error surfaces at
 //!   `close()`; `rm` DELETEs at once; `mkdir` only makes a namespace this mount shows until a
-//!   key is written in it (the MDS has no empty namespaces).
+//!   key is written in it (the MDS has no empty namespaces), and one whose last key `rm`
+//!   removed stays shown until `rmdir`, so `rm -r` works.
 //! - Guest-attribute writes are paced (guest.rs): a `close()` waits its turn rather than
 //!   exceed the MDS's limit. Reads are cached and not paced.
 //! - Only the mount's owner (or root) writes; the kernel enforces the modes too.
@@ -39,6 +42,8 @@ use crate::upstream::mds::Mds;
 
 /// Writes are small (scopes, guest attributes); anything bigger is refused with EFBIG.
 const MAX_WRITE: u64 = 1 << 20;
+/// A scope list longer than this is no list of scopes (about a hundred full scope URLs).
+pub(crate) const MAX_SCOPES: u64 = 8 << 10;
 
 /// What a mount lets its owner write.
 #[derive(Debug, Clone, Copy)]
@@ -140,9 +145,19 @@ impl<M: Mds> Writes<M> {
         Ok(target)
     }
 
-    /// `setattr` without a size on a writable file (`touch`): checked, and nothing changes.
-    pub(crate) fn check(&self, node: &Node, uid: u32) -> Result<()> {
-        self.target(node, uid).map(|_| ())
+    /// `setattr` without a size: on a writable file `touch` changes nothing and is no error;
+    /// `chmod`/`chown` (`owner_or_mode`) are EPERM, modes and owners being the mirror's.
+    pub(crate) fn check(&self, node: &Node, uid: u32, owner_or_mode: bool) -> Result<()> {
+        self.target(node, uid)?;
+        match owner_or_mode {
+            true => Err(Error::Immutable("modes and owners are the mirror's".into())),
+            false => Ok(()),
+        }
+    }
+
+    /// `fsync` of `node`: renew the token it shows, if any (renew.rs).
+    pub(crate) async fn renew(&self, node: &Node) -> Result<()> {
+        crate::fs::renew::renew(&self.tokens, &self.scopes, node).await
     }
 
     /// Open `node` for writing as handle `fh`; `truncate` is `O_TRUNC`.
@@ -179,8 +194,10 @@ impl<M: Mds> Writes<M> {
             let mut open = self.open.lock().unwrap();
             let pending = open.get_mut(&fh).ok_or(Error::Stale)?;
             let end = offset.saturating_add(data.len() as u64);
-            if end > MAX_WRITE {
-                return Err(Error::TooBig { path: "write".into(), size: end, limit: MAX_WRITE });
+            let scopes = matches!(pending.what, Target::Scopes { .. });
+            let limit = if scopes { MAX_SCOPES } else { MAX_WRITE };
+            if end > limit {
+                return Err(Error::TooBig { path: "write".into(), size: end, limit });
             }
             let (start, end) = (offset as usize, end as usize);
             if pending.bytes.len() < end {
@@ -189,9 +206,9 @@ impl<M: Mds> Writes<M> {
             pending.bytes[start..end].copy_from_slice(data);
             pending.dirty = true;
             pending.written = true;
-            // Scopes go through at once, so `echo`/`printf` see the error: shells ignore the
-            // error of `close()`. A scope list is one write for every tool that writes one.
-            matches!(pending.what, Target::Scopes { .. })
+            // A whole list goes through at once, so `echo` sees the error (shells ignore the
+            // error of `close()`); a part of one waits for the rest, or for `close()`.
+            scopes && pending.bytes.ends_with(b"\n")
         };
         if apply_now {
             self.flush(fh).await?;
@@ -293,6 +310,7 @@ impl<M: Mds> Writes<M> {
             scopes.as_ref().map_or("the instance's".into(), |s| s.join(","))
         );
         self.scopes.set(account_dir, scopes);
+        self.tokens.in_effect(&self.scopes.token_path(account_dir));
         Ok(())
     }
 
@@ -358,21 +376,24 @@ impl<M: Mds> Writes<M> {
         let path = paths::child_path(&dir.path, name);
         self.paced(self.mds.delete(&path)).await?;
         self.guest_changed(&path);
+        // The MDS drops a namespace with its last key; here it stays until `rmdir` (`rm -r`).
+        let ns = dir.path.rsplit('/').next().unwrap_or_default();
+        self.namespaces.lock().unwrap().insert(ns.to_string());
         Ok(())
     }
 
-    /// `rmdir NS`: only a namespace without keys, which the MDS no longer has anyway.
+    /// `rmdir NS`: only a namespace without keys, which the MDS no longer has anyway; one the
+    /// kernel still knew but the MDS no longer lists (its last key removed) is removed.
     pub(crate) async fn rmdir(&self, dir: &Node, name: &OsStr) -> Result<()> {
         let name = self.guest_name(dir, 0, name)?;
         let path = format!("{GUEST_ATTRIBUTES}/{name}");
         match self.contents.listing(&path).await {
             Ok((children, _)) if !children.is_empty() => return Err(Error::NotEmpty),
+            // Gone with its last key (`rm -r`): the MDS no longer lists it, so it is removed.
             Ok(_) | Err(Error::NotFound) => {}
             Err(e) => return Err(e),
         }
-        if !self.namespaces.lock().unwrap().remove(name) {
-            return Err(Error::NotFound);
-        }
+        self.namespaces.lock().unwrap().remove(name);
         self.contents.invalidate(&format!("{GUEST_ATTRIBUTES}/"));
         Ok(())
     }

@@ -42,7 +42,7 @@ use crate::upstream::mds::Mds;
 pub struct FuseFs<M> {
     core: Arc<Core<M>>,
     runtime: tokio::runtime::Handle,
-    /// Why this mount keeps the open path whatever the kernel offers, if it does.
+    /// Why this mount keeps the open path whatever the kernel offers (None: it need not).
     open_path: Option<&'static str>,
     /// Decided at INIT: OPEN, OPENDIR and FLUSH are answered ENOSYS.
     no_open: bool,
@@ -167,7 +167,6 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         write::write(&self.core, &self.runtime, fh.0, offset, data, reply);
     }
 
-    /// `close()`: what was written goes through now, and its error is the close's.
     fn flush(
         &self,
         _req: &Request,
@@ -178,7 +177,6 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     ) {
         self.count("flush");
         if self.no_open {
-            // Nothing is ever written here: the kernel stops sending FLUSH.
             return reply.error(Errno::ENOSYS);
         }
         write::flush(&self.core, &self.runtime, fh.0, reply);
@@ -196,6 +194,11 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     ) {
         self.count("release");
         write::release(&self.core, &self.runtime, fh.0, reply);
+    }
+
+    /// On a token file, renew the token (fs/renew.rs): `sync FILE` after a 401.
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _data: bool, reply: ReplyEmpty) {
+        write::fsync(&self.core, &self.runtime, ino.0, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -260,8 +263,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        // No extended attributes: ENODATA tells `ls` and SELinux tools there is nothing to show.
-        reply.error(Errno::from_i32(libc::ENODATA));
+        reply.error(Errno::from_i32(libc::ENODATA)); // `ls` and SELinux tools: nothing to show
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
@@ -272,8 +274,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         }
     }
 
-    // Extended attributes are never stored: EROFS like every other write (ENOSYS would read
-    // as "not supported", and tools would try again elsewhere).
+    // Never stored: EROFS like every write (ENOSYS would read as "not supported").
     fn setxattr(
         &self,
         _req: &Request,
@@ -291,15 +292,15 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         reply.error(Errno::from_i32(libc::EROFS));
     }
 
-    /// A truncate of a writable file; modes, owners and times are the mirror's (unchanged,
-    /// and not an error on a writable file, so `touch` works).
+    /// A truncate of a writable file; times, modes and owners are the mirror's (`touch` is a
+    /// no-op, `chmod`/`chown` EPERM).
     fn setattr(
         &self,
         req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
@@ -311,8 +312,8 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let (uid, fh) = (req.uid(), fh.map(|fh| fh.0));
-        write::setattr(&self.core, &self.runtime, ino.0, uid, size, fh, reply);
+        let (chmod, caller, fh) = (mode.or(uid).or(gid).is_some(), req.uid(), fh.map(|fh| fh.0));
+        write::setattr(&self.core, &self.runtime, ino.0, caller, size, fh, chmod, reply);
     }
 
     fn mknod(

@@ -62,9 +62,42 @@ pub(crate) fn file_attr(attr: &Attr) -> fuser::FileAttr {
     }
 }
 
+/// How long the same error is logged at debug only after it was logged at its own level: a
+/// cached failure is answered at every lookup, and an outage must not flood syslog with a line
+/// per syscall. Logged again at its level once this long has passed.
+const REPEAT_QUIET: Duration = Duration::from_secs(300);
+/// Distinct errors remembered for that (a bound whatever a user looks up).
+const REPEATS_KEPT: usize = 256;
+
 pub(crate) fn errno(op: &str, err: &Error) -> Errno {
-    log!(err.level(), "{op}: {err}");
+    let message = format!("{op}: {err}");
+    let level = match err.level() {
+        level if level <= log::Level::Info && repeated(&message) => log::Level::Debug,
+        level => level,
+    };
+    log!(level, "{message}");
     Errno::from_i32(err.errno())
+}
+
+/// Whether `message` was logged at its own level within [`REPEAT_QUIET`]; notes it if not.
+fn repeated(message: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static LOGGED: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    let mut logged = LOGGED.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if logged.get(message).is_some_and(|at| now.duration_since(*at) < REPEAT_QUIET) {
+        return true;
+    }
+    if logged.len() >= REPEATS_KEPT {
+        logged.retain(|_, at| now.duration_since(*at) < REPEAT_QUIET);
+        if logged.len() >= REPEATS_KEPT {
+            logged.clear();
+        }
+    }
+    logged.insert(message.to_string(), now);
+    false
 }
 
 /// How much sooner than our cache the kernel lets go of an attribute or entry. The kernel

@@ -5,13 +5,14 @@
 //! Write opens are direct I/O without `FOPEN_NOFLUSH`: `close()` is where a guest attribute
 //! is sent, and its error is the close's.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 
 use fuser::{FileHandle, FopenFlags, Generation, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyOpen};
 use tokio::runtime::Handle;
 
 use super::reply::{errno, file_attr, kernel_ttl};
+use crate::error::Result;
 use crate::fs::Core;
 use crate::upstream::mds::Mds;
 
@@ -77,8 +78,10 @@ pub(crate) fn release<M: Mds>(core: &Arc<Core<M>>, rt: &Handle, fh: u64, reply: 
     reply.ok();
 }
 
-/// A truncate of a writable file; modes, owners and times are the mirror's (unchanged, and
-/// not an error on a writable file, so `touch` works).
+/// A truncate of a writable file; modes, owners and times are the mirror's: `touch` is not an
+/// error on a writable file, `chmod`/`chown` (`owner_or_mode`) are EPERM there and EROFS on
+/// the others, as on a read-only mount.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn setattr<M: Mds>(
     core: &Arc<Core<M>>,
     rt: &Handle,
@@ -86,13 +89,14 @@ pub(crate) fn setattr<M: Mds>(
     uid: u32,
     size: Option<u64>,
     fh: Option<u64>,
+    owner_or_mode: bool,
     reply: ReplyAttr,
 ) {
     let core = core.clone();
     rt.spawn(async move {
         let result = match size {
             Some(size) => core.truncate(ino, fh, size, uid).await,
-            None => core.touch(ino, uid),
+            None => core.touch(ino, uid, owner_or_mode),
         };
         match result {
             Ok(e) => reply.attr(&kernel_ttl(e.ttl), &file_attr(&e.attr)),
@@ -154,12 +158,35 @@ pub(crate) fn remove<M: Mds>(
     let core = core.clone();
     rt.spawn(async move {
         let (op, result) = match uid {
-            Some(uid) => ("unlink", core.unlink(parent, &name, uid).await),
-            None => ("rmdir", core.rmdir(parent, &name).await),
+            Some(uid) => ("unlink", remove_key(&core, parent, &name, uid).await),
+            None => ("rmdir", remove_dir(&core, parent, &name).await),
         };
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(op, &e)),
         }
     });
+}
+
+/// `fsync`: on a token file, ask the MDS for the token again (fs/renew.rs); else nothing.
+pub(crate) fn fsync<M: Mds>(core: &Arc<Core<M>>, rt: &Handle, ino: u64, reply: ReplyEmpty) {
+    let core = core.clone();
+    rt.spawn(async move {
+        let renewed = match core.node(ino) {
+            Ok(node) => core.writes().renew(&node).await,
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        }
+    });
+}
+
+async fn remove_key<M: Mds>(core: &Core<M>, parent: u64, name: &OsStr, uid: u32) -> Result<()> {
+    core.writes().unlink(&core.node(parent)?, name, uid).await
+}
+
+async fn remove_dir<M: Mds>(core: &Core<M>, parent: u64, name: &OsStr) -> Result<()> {
+    core.writes().rmdir(&core.node(parent)?, name).await
 }

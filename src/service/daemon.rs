@@ -62,6 +62,7 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
+    raise_nofile();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("metadatafs-io")
@@ -172,6 +173,31 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
     drop(emulator);
     drop(emulated_tls);
     Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: every reader waiting on the MDS may hold
+/// a connection, and systemd's default soft limit (1024) is soon reached. The unit sets
+/// `LimitNOFILE=` (soft = hard), so there this only reports; elsewhere (a shell, fstab) the
+/// hard limit is usually far above the soft one. Logged at info either way.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit write and read one struct we own.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!("descriptors: getrlimit: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    if soft >= hard {
+        info!("descriptors: limit {soft}");
+        return;
+    }
+    limit.rlim_cur = hard;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        info!("descriptors: limit raised from {soft} to {hard}");
+    } else {
+        let e = std::io::Error::last_os_error();
+        info!("descriptors: limit {soft} (raising it to {hard} failed: {e})");
+    }
 }
 
 /// Where `--emulate -o mtls=on` has the emulator write its credentials: `mtls_dir` if given,

@@ -10,23 +10,37 @@
 //! one within `timeout`. An `access_token` outside RFC 6750's characters is never accepted, and
 //! a permanent failure is answered from memory for [`FAILURE_HOLD`].
 //!
+//! A token the server replaced (revoked) is noticed without a restart, two ways. (1) An access
+//! token read in the last [`IDLE`] is asked for again every [`RECHECK`] even before its
+//! refresh is due: the MDS answers with the same token until about 5 minutes before expiry, so
+//! a different answer means the old one was replaced, and it is served from then on. That costs
+//! 12 requests an hour per token in use, none for tokens nobody reads. (2) [`Tokens::renew`]
+//! (an `fsync` of an open token file, e.g. `sync FILE`) asks at once, for a reader who could
+//! open the file; at most once per [`REPOLL`] per token, concurrent callers sharing one request.
+//! Identity tokens are minted anew at every request and need neither.
+//!
+//! Bounds (slots.rs): scope sets and identity audiences are LRUs per account, background
+//! refreshes run at most [`REFRESH_CONCURRENCY`] at a time, and the status files get counts.
+//!
 //! Token bytes live only in [`Token`], whose `Debug` is redacted; no log line carries them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::cache::Flight;
 use crate::clock::{Expiry, SharedClock};
 use crate::error::{Error, Result};
 use crate::upstream::mds::Mds;
 
 mod bearer;
+mod slots;
 
 pub use self::bearer::{is_b64token, Token, MIN_LEFT};
+use self::slots::{make_room, redacted, shown, summarize, Pins, Slot};
+pub use self::slots::{Kind, Summary, TokenStatus, MAX_IDENTITIES, MAX_SCOPE_SETS};
 
 /// How soon to ask again when the MDS answered a refresh with the token we already had, or
 /// failed to answer it.
@@ -38,32 +52,11 @@ pub const IDLE: Duration = Duration::from_secs(3600);
 /// How long a permanent token failure (undecodable body, 403) is answered from memory, as the
 /// value cache does for 404s: no local user can turn reads into a request storm.
 pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
-/// Scope sets one account keeps at once: each holds one of the account's limited tokens
-/// (SPEC §2.3; the GCE docs name 600 and `SERVICE_ACCOUNT_TOO_MANY_TOKENS`).
-pub const MAX_SCOPE_SETS: usize = 16;
-
-#[derive(Debug)]
-struct Slot {
-    fill: Flight,
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    token: Option<Token>,
-    /// A permanent failure, answered from memory until it expires.
-    failed: Option<(Error, Expiry)>,
-    next_refresh: Instant,
-    last_read: Instant,
-}
-
-/// What the status file shows of a token: never its bytes.
-#[derive(Debug, Clone)]
-pub struct TokenStatus {
-    pub path: String,
-    pub expires_in: u64,
-    pub refresh_in: u64,
-}
+/// How often an access token in use is asked for again before its refresh is due, to notice
+/// one the server replaced.
+pub const RECHECK: Duration = Duration::from_secs(300);
+/// Background refreshes in flight at once, however many tokens are due.
+pub const REFRESH_CONCURRENCY: usize = 8;
 
 /// How token fetches ended, for the status counters.
 #[derive(Debug, Default)]
@@ -83,6 +76,8 @@ pub struct Tokens<M> {
     clock: SharedClock,
     margin: Duration,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// The scope set each account's `token` uses now: never dropped.
+    pins: Pins,
     pub stats: TokenStats,
     /// Told the MDS path of every token that replaced another (see [`Tokens::watch_installs`]).
     installs: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -95,6 +90,7 @@ impl<M: Mds> Tokens<M> {
             clock,
             margin,
             slots: Mutex::new(HashMap::new()),
+            pins: Pins::default(),
             stats: TokenStats::default(),
             installs: Mutex::new(None),
         }
@@ -130,7 +126,7 @@ impl<M: Mds> Tokens<M> {
                 Ok(token)
             }
             Err(e) if e.is_transient() => {
-                warn!("{e}");
+                warn!("{}", redacted(&e, path));
                 Err(Error::TokenExpired { path: path.into() })
             }
             Err(e) => {
@@ -166,34 +162,56 @@ impl<M: Mds> Tokens<M> {
                 .map(|(path, slot)| (path.clone(), slot.clone()))
                 .collect()
         };
-        let tasks: Vec<_> = due
-            .into_iter()
-            .map(|(path, slot)| {
-                let tokens = self.clone();
-                tokio::spawn(async move { tokens.refresh(&path, &slot).await })
-            })
-            .collect();
-        for task in tasks {
-            let _ = task.await;
+        let permits = Arc::new(tokio::sync::Semaphore::new(REFRESH_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (path, slot) in due {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let tokens = self.clone();
+            tasks.spawn(async move {
+                tokens.refresh(&path, &slot).await;
+                drop(permit);
+            });
         }
+        while tasks.join_next().await.is_some() {}
     }
 
-    pub fn status(&self) -> Vec<TokenStatus> {
+    /// Asks the MDS for `path`'s token again now, whatever is cached: the token a reader was
+    /// refused with may have been replaced. Paced: within [`REPOLL`] of the last renewal of
+    /// it, the answer that one got stands; concurrent callers share one request. The next
+    /// open of a token file serves what came back.
+    pub async fn renew(&self, path: &str) -> Result<()> {
+        let slot = self.slot(path);
+        let turn = slot.fill.turn().await;
         let now = self.clock.now();
-        let slots = self.slots.lock().unwrap();
-        let mut out: Vec<TokenStatus> = slots
-            .iter()
-            .filter_map(|(path, slot)| {
-                let state = slot.state.lock().unwrap();
-                state.token.as_ref().map(|t| TokenStatus {
-                    path: path.clone(),
-                    expires_in: t.expires_in(&self.clock),
-                    refresh_in: state.next_refresh.saturating_duration_since(now).as_secs(),
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        out
+        let renewed = slot.state.lock().unwrap().renewed;
+        if renewed.is_some_and(|at| now.saturating_duration_since(at) < REPOLL) {
+            let result = self.usable(&slot, path).map(|_| ());
+            return result.ok_or(Error::TokenExpired { path: path.into() });
+        }
+        slot.state.lock().unwrap().renewed = Some(now);
+        let result = match self.fetch(path).await {
+            Ok(token) => {
+                self.install(&slot, path, token);
+                Ok(())
+            }
+            Err(e) if e.is_transient() => Err(Error::TokenExpired { path: path.into() }),
+            Err(e) => Err(e),
+        };
+        turn.finish(&result);
+        result
+    }
+
+    /// `account_token` (`ACCOUNT/token`, or narrowed to scopes) is what its account's `token`
+    /// files read now: a scope set in effect is never dropped to make room.
+    pub fn in_effect(&self, account_token: &str) {
+        self.pins.set(account_token);
+    }
+
+    /// Counts, soonest times, and each account's plain token: see slots.rs.
+    pub fn status(&self) -> Summary {
+        summarize(&self.slots.lock().unwrap(), &self.clock, self.clock.now())
     }
 
     async fn refresh(&self, path: &str, slot: &Slot) {
@@ -203,13 +221,19 @@ impl<M: Mds> Tokens<M> {
         match self.fetch(path).await {
             Ok(token) => self.install(slot, path, token),
             Err(e) if e.is_transient() => {
-                warn!("{path}: token refresh failed, keeping the current token: {e}");
-                slot.state.lock().unwrap().next_refresh = self.clock.now() + REPOLL;
+                let mut state = slot.state.lock().unwrap();
+                state.next_refresh = self.clock.now() + REPOLL;
+                // Asked again every REPOLL: said once per outage, not at every try.
+                if !std::mem::replace(&mut state.warned, true) {
+                    let e = redacted(&e, path);
+                    warn!("{}: token refresh failed, keeping the current token: {e}", shown(path));
+                }
             }
             // The account or its token is gone for good: stop refreshing it. Readers holding
             // on get the current token until it expires, then the MDS's answer.
             Err(e) => {
-                warn!("{path}: token refresh refused, no longer refreshing: {e}");
+                let e = redacted(&e, path);
+                warn!("{}: token refresh refused, no longer refreshing: {e}", shown(path));
                 self.slots.lock().unwrap().remove(path);
             }
         }
@@ -241,16 +265,19 @@ impl<M: Mds> Tokens<M> {
         let counter = if same { &self.stats.same } else { &self.stats.new };
         counter.fetch_add(1, Ordering::Relaxed);
         let planned = token.expiry().instant().checked_sub(self.margin).unwrap_or(now);
-        state.next_refresh = if same || planned <= now { now + REPOLL } else { planned };
+        // Identity tokens are new at every request: nothing to recheck.
+        let recheck = if is_identity(path) { planned } else { planned.min(now + RECHECK) };
+        state.next_refresh = if planned <= now { now + REPOLL } else { recheck };
         let replaced = !same && state.token.is_some();
         if !same {
-            info!("{path}: new token, expires in {} s", token.expires_in(&self.clock));
+            info!("{}: new token, expires in {} s", shown(path), token.expires_in(&self.clock));
         }
         state.token = Some(token);
         if let Some(installs) = self.installs.lock().unwrap().as_ref().filter(|_| replaced) {
             let _ = installs.send(path.to_string());
         }
         state.failed = None;
+        state.warned = false;
     }
 
     /// How much time left a token from `path` must have to be served: [`MIN_LEFT`], or for an
@@ -283,52 +310,18 @@ impl<M: Mds> Tokens<M> {
 
     fn slot(&self, path: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap();
-        if let Some(family) = scope_family(path).filter(|_| !slots.contains_key(path)) {
-            drop_least_recent(&mut slots, family, MAX_SCOPE_SETS - 1);
+        if let Some(slot) = slots.get(path) {
+            return slot.clone();
         }
-        slots
-            .entry(path.to_string())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    fill: Flight::default(),
-                    state: Mutex::new(State {
-                        token: None,
-                        failed: None,
-                        next_refresh: self.clock.now(),
-                        last_read: self.clock.now(),
-                    }),
-                })
-            })
-            .clone()
+        make_room(&mut slots, path, &self.pins);
+        let slot = Arc::new(Slot::new(self.clock.now()));
+        slots.insert(path.to_string(), slot.clone());
+        slot
     }
 }
 
 fn is_identity(path: &str) -> bool {
     path.split_once('?').is_some_and(|(base, _)| base.ends_with("/identity"))
-}
-
-/// `ACCOUNT/token?` for a scoped token of ACCOUNT: the sets that share its limit.
-fn scope_family(path: &str) -> Option<&str> {
-    let end = path.find("/token?")? + "/token?".len();
-    Some(&path[..end])
-}
-
-/// Drop the least recently read scope sets of `family` until at most `keep` remain.
-fn drop_least_recent(slots: &mut HashMap<String, Arc<Slot>>, family: &str, keep: usize) {
-    loop {
-        let mut sets: Vec<(Instant, &String)> = slots
-            .iter()
-            .filter(|(path, _)| path.starts_with(family))
-            .map(|(path, slot)| (slot.state.lock().unwrap().last_read, path))
-            .collect();
-        if sets.len() <= keep {
-            return;
-        }
-        sets.sort();
-        let oldest = sets[0].1.clone();
-        info!("{oldest}: dropping the least recently used scope set");
-        slots.remove(&oldest);
-    }
 }
 
 #[cfg(test)]
@@ -338,3 +331,7 @@ mod tests;
 #[cfg(test)]
 #[path = "model.rs"]
 mod model;
+
+#[cfg(test)]
+#[path = "bounds_tests.rs"]
+mod bounds_tests;

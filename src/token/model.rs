@@ -7,8 +7,10 @@
 //!
 //! The contract the model states:
 //! - a read is served the cached token while it is usable, else asks the MDS once;
-//! - a token is refreshed in the background `MARGIN` before it expires; if the MDS answers
-//!   with the same token, or fails transiently, it is asked again after `REPOLL`, never sooner;
+//! - a token is refreshed in the background `MARGIN` before it expires, and asked for again
+//!   every `RECHECK` before that (to notice a replaced token); once the refresh is due, if the
+//!   MDS answers with the same token, or fails transiently, it is asked again after `REPOLL`,
+//!   never sooner;
 //! - a refusal during refresh drops the token's slot (no more background requests);
 //! - tokens nobody read for `IDLE` are not refreshed;
 //! - an expired token, or one with under `MIN_LEFT` to live, is never served, and a garbage or
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Tokens, FAILURE_HOLD, IDLE, MIN_LEFT, REPOLL};
+use super::{Tokens, FAILURE_HOLD, IDLE, MIN_LEFT, RECHECK, REPOLL};
 use crate::clock::{ManualClock, SharedClock};
 use crate::error::Error;
 use crate::upstream::testing::FakeMds;
@@ -166,10 +168,10 @@ impl Model {
     }
 
     fn install(&self, slot: &mut Slot, token: Held) {
-        let same = slot.token.is_some_and(|t| t.id == token.id);
         let planned = token.expiry.saturating_sub(MARGIN);
         let repoll = self.now + REPOLL.as_secs();
-        slot.next_refresh = if same || planned <= self.now { repoll } else { planned };
+        let recheck = planned.min(self.now + RECHECK.as_secs());
+        slot.next_refresh = if planned <= self.now { repoll } else { recheck };
         slot.token = Some(token);
         slot.failed = None;
     }
@@ -296,7 +298,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(mds.requests(PATH), model.requests, "step {}: MDS requests", step);
-        let status = tokens.status();
+        let status = tokens.status().plain;
         let held = model.slot.and_then(|s| s.token.map(|t| (s, t)));
         prop_assert_eq!(status.len(), usize::from(held.is_some()), "step {}: status", step);
         if let (Some(status), Some((slot, token))) = (status.first(), held) {

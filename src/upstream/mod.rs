@@ -5,6 +5,7 @@
 //! Nothing here knows about inodes, files or the kernel.
 
 pub mod channel;
+pub mod credfile;
 pub mod dump;
 pub mod mds;
 pub mod mtls;

@@ -28,6 +28,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::upstream::credfile::read_file;
+
 /// Where the guest agent writes the credentials on Linux.
 pub const DEFAULT_DIR: &str = "/run/google-mds-mtls";
 /// The variable google-auth reads.
@@ -38,8 +40,6 @@ pub const ROOT_FILE: &str = "root.crt";
 pub const CLIENT_FILE: &str = "client.key";
 /// The name the MDS certificate is checked against.
 pub const SERVER_NAME: &str = "metadata.google.internal";
-/// The largest credentials file read.
-const MAX_FILE: u64 = 1 << 20;
 
 /// `mtls=`: whether to talk HTTPS with mutual TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,14 +117,7 @@ impl Settings {
     }
 }
 
-/// Why the credentials cannot be used. `Display` is one line naming the file.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
-}
+pub use crate::upstream::credfile::CredentialsError;
 
 /// The raw bytes of both files, as read together (compared to notice a rotation).
 #[derive(Clone, PartialEq, Eq)]
@@ -140,22 +133,13 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Both files, each a regular file of sane size (see `credfile`). Blocks only on a hung
+    /// filesystem: callers read through `credfile::read_within`.
     pub(crate) fn read(settings: &Settings) -> Result<Credentials, CredentialsError> {
-        let read = |path: PathBuf| {
-            use std::io::Read;
-            let mut bytes = Vec::new();
-            let opened = std::fs::File::open(&path);
-            // Credentials are a few KiB: a larger file (or a device) is not read to its end.
-            match opened.and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes)) {
-                Ok(n) if n as u64 > MAX_FILE => Err(CredentialsError::Invalid {
-                    path,
-                    reason: format!("larger than {} KiB: not a credentials file", MAX_FILE >> 10),
-                }),
-                Ok(_) => Ok(bytes),
-                Err(source) => Err(CredentialsError::Read { path, source }),
-            }
-        };
-        Ok(Credentials { root: read(settings.root_path())?, client: read(settings.client_path())? })
+        Ok(Credentials {
+            root: read_file(&settings.root_path())?,
+            client: read_file(&settings.client_path())?,
+        })
     }
 
     /// A client configuration that presents these credentials and trusts only this root.

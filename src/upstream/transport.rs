@@ -10,11 +10,14 @@
 //!   [`POLL`], and at once after any failed HTTPS request), and a new client is built only when the
 //!   bytes differ and form a valid configuration. Until then the old client keeps working: the
 //!   guest agent keeps old credentials valid for an overlap, so a rotation costs no failed read.
+//! - The files are read on a thread of their own under the `timeout` deadline (`credfile`):
+//!   never on an async worker and never with a lock held, so a FIFO, a device or a hung
+//!   filesystem in `mtls_dir` costs one refused refresh, not a wedged daemon.
+//! - What is wrong with the files is logged once per change of state, not at every poll.
 //! - `auto` falls back to plain HTTP after a failed handshake or a refused connection (warned
 //!   once) and tries HTTPS again when the credentials change and every [`REPROBE`], so a blip
 //!   never downgrades a mount for good; `on` never speaks plain HTTP.
 
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -23,6 +26,7 @@ use log::{debug, info, warn};
 
 pub use crate::upstream::channel::Kind;
 use crate::upstream::channel::{self, Channel};
+use crate::upstream::credfile::{self, Reader};
 use crate::upstream::mtls::{Credentials, CredentialsError, Mode, Settings, TlsFailure};
 
 /// How often the credential files are checked for a rotation.
@@ -35,8 +39,6 @@ pub const REPROBE: Duration = Duration::from_secs(60);
 pub enum TransportError {
     #[error("mtls=on: {0}")]
     Credentials(#[from] CredentialsError),
-    #[error("mtls=on: no mutual TLS credentials: {} is missing", .0.display())]
-    Missing(std::path::PathBuf),
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -52,7 +54,7 @@ pub(crate) enum SendError {
 }
 
 /// Identity and timestamps of both files; a rotation changes at least one of them.
-type Stamp = [Option<(u64, u64, u64, i64, i64, i64)>; 2];
+type Stamp = [Option<credfile::Stamp>; 2];
 
 #[derive(Debug, Default)]
 struct Files {
@@ -60,8 +62,18 @@ struct Files {
     seen: Stamp,
     /// The bytes the current (or last) mutual TLS client was built from.
     loaded: Option<Credentials>,
-    /// That the files are gone was reported; not again until they are back.
-    warned: bool,
+    /// The last complaint logged about the files; not logged again until another one, or
+    /// until the files work again.
+    said: Option<String>,
+}
+
+impl Files {
+    fn say(&mut self, message: String) {
+        if self.said.as_ref() != Some(&message) {
+            warn!("{message}");
+            self.said = Some(message);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +83,7 @@ pub struct Transport {
     settings: Settings,
     current: RwLock<Arc<Channel>>,
     files: Mutex<Files>,
+    reader: Reader,
     warned_fallback: AtomicBool,
 }
 
@@ -89,23 +102,18 @@ impl Transport {
             settings,
             current: RwLock::new(Arc::new(http)),
             files: Mutex::new(Files::default()),
+            reader: Reader::default(),
             warned_fallback: AtomicBool::new(false),
         };
         let settings = &transport.settings;
         match settings.mode {
             Mode::Off => {}
             Mode::On => {
-                for path in [settings.root_path(), settings.client_path()] {
-                    if !path.exists() {
-                        return Err(TransportError::Missing(path));
-                    }
-                }
-                let mut files = transport.files.lock().unwrap();
-                files.seen = stamp(settings);
-                let credentials = Credentials::read(settings)?;
+                let seen = stamp(settings);
+                let credentials = transport.read_files()?;
                 let channel = transport.build_mtls(&credentials)?;
-                files.loaded = Some(credentials);
-                drop(files);
+                *transport.files.lock().unwrap() =
+                    Files { seen, loaded: Some(credentials), said: None };
                 transport.set(channel);
             }
             Mode::Auto => {
@@ -139,8 +147,36 @@ impl Transport {
     }
 
     /// Re-reads the credentials if the files changed, and switches to a client built from
-    /// them if they differ and are valid. Returns whether the channel changed.
+    /// them if they differ and are valid. Returns whether the channel changed. Blocks for at
+    /// most `timeout`: call it off the async workers.
     pub fn refresh(&self) -> bool {
+        if !self.changed() {
+            return false;
+        }
+        self.apply(self.read_files())
+    }
+
+    /// Both files, read on the reading thread within `timeout` (blocks the caller).
+    fn read_files(&self) -> Result<Credentials, CredentialsError> {
+        let settings = self.settings.clone();
+        let read = move || Credentials::read(&settings);
+        credfile::read_within(&self.reader, &self.settings.dir, self.timeout, read)
+    }
+
+    /// [`Transport::refresh`] for async callers, waiting at most `limit` for the files.
+    async fn refresh_async(&self, limit: Duration) -> bool {
+        if !self.changed() {
+            return false;
+        }
+        let settings = self.settings.clone();
+        let read = move || Credentials::read(&settings);
+        let dir = &self.settings.dir;
+        self.apply(credfile::read_within_async(&self.reader, dir, limit, read).await)
+    }
+
+    /// Whether the files look different from when last considered (a `stat` of each, which
+    /// never blocks on a file's type), and so should be read.
+    fn changed(&self) -> bool {
         if self.settings.mode == Mode::Off {
             return false;
         }
@@ -150,23 +186,39 @@ impl Transport {
             return false;
         }
         files.seen = now;
-        let dir = self.settings.dir.display();
-        if now.iter().any(Option::is_none) {
-            let current = self.kind();
-            if current == Kind::Mtls && !std::mem::replace(&mut files.warned, true) {
-                warn!("mutual TLS credentials in {dir} are gone; keeping the ones loaded");
-            }
-            return false;
+        if now.iter().all(Option::is_some) {
+            return true;
         }
-        files.warned = false;
-        let credentials = match Credentials::read(&self.settings) {
+        let paths = [self.settings.root_path(), self.settings.client_path()];
+        let errors = paths.iter().filter_map(|path| credfile::stamp(path).err());
+        let dir = self.settings.dir.display();
+        for error in errors {
+            match error {
+                CredentialsError::Missing(_) if self.kind() == Kind::Mtls => {
+                    files.say(format!(
+                        "mutual TLS credentials in {dir} are gone; keeping the ones loaded"
+                    ));
+                }
+                CredentialsError::Missing(_) => {}
+                e => files.say(format!("mutual TLS credentials: {e}; keeping {}", self.kind())),
+            }
+        }
+        false
+    }
+
+    /// Switches to a client built from `read` if it worked and differs from what is loaded.
+    fn apply(&self, read: Result<Credentials, CredentialsError>) -> bool {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.settings.dir.display();
+        let credentials = match read {
             Ok(c) => c,
             Err(e) => {
-                warn!("mutual TLS credentials: {e}; keeping {}", self.kind());
+                files.say(format!("mutual TLS credentials: {e}; keeping {}", self.kind()));
                 return false;
             }
         };
         if files.loaded.as_ref() == Some(&credentials) && self.kind() == Kind::Mtls {
+            files.said = None;
             return false;
         }
         match self.build_mtls(&credentials) {
@@ -174,7 +226,7 @@ impl Transport {
                 let before = self.kind();
                 self.set(channel);
                 files.loaded = Some(credentials);
-                files.warned = false;
+                files.said = None;
                 self.warned_fallback.store(false, Ordering::Relaxed);
                 if before == Kind::Mtls {
                     info!("mutual TLS credentials in {dir} rotated: new connections use them");
@@ -184,7 +236,10 @@ impl Transport {
                 true
             }
             Err(e) => {
-                warn!("mutual TLS credentials in {dir} not usable ({e}); keeping {}", self.kind());
+                let kind = self.kind();
+                files.say(format!(
+                    "mutual TLS credentials in {dir} not usable ({e}); keeping {kind}"
+                ));
                 false
             }
         }
@@ -213,7 +268,7 @@ impl Transport {
             }
             let tls = crate::upstream::mtls::tls_failure(&e);
             if tries < 3 && !e.is_timeout() {
-                if let Some(next) = self.after_failure(&channel, tls.as_ref()) {
+                if let Some(next) = self.after_failure(&channel, tls.as_ref(), left).await {
                     debug!("{}; retrying over {}", crate::error::describe(&e), next.kind);
                     channel = next;
                     continue;
@@ -228,14 +283,16 @@ impl Transport {
 
     /// After a request over `used` failed (`tls` says how, if it was TLS): the channel to
     /// retry on at once, if any. New credentials on disk come first (a stat of two files: cheap
-    /// enough for every failure); under `auto`, a TLS failure next means plain HTTP, warned once.
-    pub(crate) fn after_failure(
+    /// enough for every failure; a read, within `left`, only if they changed); under `auto`, a
+    /// TLS failure next means plain HTTP, warned once.
+    pub(crate) async fn after_failure(
         &self,
         used: &Arc<Channel>,
         tls: Option<&TlsFailure>,
+        left: Duration,
     ) -> Option<Arc<Channel>> {
         let current = self.current();
-        if !Arc::ptr_eq(&current, used) || self.refresh() {
+        if !Arc::ptr_eq(&current, used) || self.refresh_async(left.min(self.timeout)).await {
             return Some(self.current());
         }
         let failure = tls?;
@@ -332,12 +389,7 @@ impl Transport {
 }
 
 fn stamp(settings: &Settings) -> Stamp {
-    let of = |path: std::path::PathBuf| {
-        std::fs::metadata(path).ok().map(|m| {
-            (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime_nsec() ^ m.ctime())
-        })
-    };
-    [of(settings.root_path()), of(settings.client_path())]
+    [settings.root_path(), settings.client_path()].map(|path| credfile::stamp(&path).ok())
 }
 
 #[cfg(test)]

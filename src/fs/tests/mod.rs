@@ -222,6 +222,29 @@ async fn mtime_is_when_the_bytes_were_first_seen() {
 }
 
 #[tokio::test]
+async fn mtime_survives_invalidation_a_failure_and_a_waiting_read_with_the_same_bytes() {
+    let f = fixture(tree());
+    let path = "project/project-id";
+    let first = f.walk(path).await.unwrap().attr.mtime;
+    std::thread::sleep(Duration::from_millis(2));
+    f.core.files.contents.invalidate(path);
+    assert_eq!(f.walk(path).await.unwrap().attr.mtime, first, "refetched after invalidation");
+    f.clock.advance(TTL);
+    f.mds.fail(path, Error::NotFound);
+    assert_eq!(f.walk(path).await.unwrap_err(), Error::NotFound);
+    f.clock.advance(TTL);
+    f.mds.set(path, "my-project");
+    assert_eq!(f.walk(path).await.unwrap().attr.mtime, first, "back after a 404");
+    let requests = f.mds.requests(path);
+    f.core.files.contents.saw(path, b"my-project");
+    assert_eq!(f.walk(path).await.unwrap().attr.mtime, first, "a wait saw the same bytes");
+    assert_eq!(f.mds.requests(path), requests, "and kept the cached value");
+    f.core.files.contents.saw(path, b"other");
+    f.walk(path).await.unwrap();
+    assert_eq!(f.mds.requests(path), requests + 1, "another answer drops it");
+}
+
+#[tokio::test]
 async fn a_token_that_moved_on_is_a_new_inode_and_no_name_outlives_its_window() {
     let f = fixture(tree());
     let before = f.walk(TOKEN).await.unwrap();

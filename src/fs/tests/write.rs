@@ -79,8 +79,9 @@ async fn a_guest_attribute_is_put_on_close_after_a_write_and_deleted_by_unlink()
     assert_eq!(mds.writes().len(), 1);
     core.writes().send_unsent(fh).await;
     core.release(fh);
-    core.unlink(ino, OsStr::new("new-key"), 1).await.unwrap();
-    let invalid = core.unlink(ino, OsStr::new("a.b"), 1).await.unwrap_err();
+    core.writes().unlink(&core.node(ino).unwrap(), OsStr::new("new-key"), 1).await.unwrap();
+    let invalid = core.writes().unlink(&core.node(ino).unwrap(), OsStr::new("a.b"), 1).await;
+    let invalid = invalid.unwrap_err();
     assert_eq!(invalid.errno(), libc::EINVAL);
     let written = mds.writes();
     assert_eq!(
