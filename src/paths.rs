@@ -82,6 +82,27 @@ pub fn dashed(camel: &str) -> String {
     out
 }
 
+/// `text` (a log line, an error for the status file) with every identity token's parameters
+/// left out: an audience may be a secret URL, so `…/identity?audience=…&format=full` is shown
+/// as `…/identity?…`, wherever it appears (a path, a URL inside a client error).
+pub fn redacted(text: &str) -> std::borrow::Cow<'_, str> {
+    const MARK: &str = "/identity?";
+    if !text.contains(MARK) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at + MARK.len()]);
+        out.push('…');
+        let query = &rest[at + MARK.len()..];
+        let end = query.find(|c: char| c.is_whitespace() || "()\"'<>`".contains(c));
+        rest = &query[end.unwrap_or(query.len())..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +124,15 @@ mod tests {
         assert_eq!(service_account("instance/service-accounts/default"), Some("default"));
         assert_eq!(service_account("instance/service-accounts/default/token"), None);
         assert_eq!(service_account("project"), None);
+    }
+
+    #[test]
+    fn identity_parameters_never_reach_a_log_line() {
+        let line = "lookup: a/identity?audience=https:%2F%2Fsecret.example&format=full: error \
+                    sending request for url (http://h/computeMetadata/v1/a/identity?audience=x)";
+        let shown = redacted(line);
+        assert!(!shown.contains("secret.example") && !shown.contains("audience"), "{shown}");
+        assert!(shown.contains("a/identity?… error") && shown.ends_with("identity?…)"), "{shown}");
+        assert_eq!(redacted("project/project-id"), "project/project-id");
     }
 }

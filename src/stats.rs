@@ -52,7 +52,7 @@ pub struct Event {
 
 impl Event {
     fn now(message: String) -> Self {
-        Event { message, at: Instant::now() }
+        Event { message: crate::paths::redacted(&message).into_owned(), at: Instant::now() }
     }
 }
 

@@ -37,7 +37,8 @@ fn stat_as_nobody(path: &Path) -> String {
 #[test]
 fn nobody_gets_eacces_for_audiences_and_scope_sets_and_the_server_hears_nothing() {
     let emu = Emulator::start(&[]);
-    let mount = Mount::start(&emu.addr, &["-o", "allow_other,scoped_tokens"]);
+    let options = ["-o", "allow_other,scoped_tokens"];
+    let mount = Mount::start_with(&["--endpoint", &emu.addr], &options, &[("RUST_LOG", "debug")]);
     mount.read("project/project-id").unwrap();
     std::fs::read_dir(mount.path(ACCOUNT)).unwrap().for_each(drop);
     emu.settle();
@@ -53,6 +54,12 @@ fn nobody_gets_eacces_for_audiences_and_scope_sets_and_the_server_hears_nothing(
     let audience = format!("{ACCOUNT}/identity?audience=https:%2F%2Fsecret.example");
     assert!(!mount.read(&audience).unwrap().is_empty());
     assert_eq!(emu.total_count(), before + 1);
+    // An audience may be a secret URL: not in the log at debug, nor in the status files.
+    let status = String::from_utf8(mount.read(".metadatafs/status").unwrap()).unwrap();
+    for text in [mount.log_text(), status] {
+        assert!(!text.contains("secret.example") && !text.contains("a7.example"), "{text}");
+    }
+    assert!(mount.log_text().contains("identity?…"), "{}", mount.log_text());
 }
 
 #[test]

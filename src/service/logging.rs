@@ -19,6 +19,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::paths;
+
 /// Where the log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -48,6 +50,13 @@ pub fn filter_spec(rust_log: Option<&str>) -> String {
 pub fn init(target: &Target) -> io::Result<()> {
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter_spec(std::env::var("RUST_LOG").ok().as_deref()));
+    // env_logger's own layout, every line redacted (paths::redacted: no identity audience).
+    builder.format(|buf, record| {
+        use std::io::Write;
+        let message = record.args().to_string();
+        let (level, target) = (record.level(), record.target());
+        writeln!(buf, "[{} {level:<5} {target}] {}", buf.timestamp(), paths::redacted(&message))
+    });
     match target {
         Target::Stderr => builder.init(),
         Target::File(path) => {
@@ -109,7 +118,7 @@ fn timestamp() -> String {
 /// One RFC 3164 datagram for a record.
 fn format_record(level: log::Level, pid: u32, message: &str) -> String {
     let priority = FACILITY_DAEMON * 8 + severity(level);
-    let message = message.replace(['\n', '\r'], " ");
+    let message = paths::redacted(message).replace(['\n', '\r'], " ");
     format!("<{priority}>{} metadatafs[{pid}]: {message}", timestamp())
 }
 
