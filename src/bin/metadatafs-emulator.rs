@@ -65,25 +65,49 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Signals are ours before the address is out: whoever reads it may stop us at once.
+    let signals = match Signals::listen() {
+        Ok(signals) => Some(signals),
+        Err(e) => {
+            eprintln!("metadatafs-emulator: cannot wait for signals: {e}");
+            None
+        }
+    };
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{}", emulator.addr());
     let _ = out.flush();
-    if let Err(e) = wait_for_signal() {
-        eprintln!("metadatafs-emulator: cannot wait for signals: {e}");
+    if let Some(signals) = signals {
+        signals.wait();
     }
     emulator.shutdown();
 }
 
-fn wait_for_signal() -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+/// SIGTERM and SIGINT, registered: [`Signals::wait`] returns at the first.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
-    })
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (term, int) = rt.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })?;
+        Ok(Signals { rt, term, int })
+    }
+
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        });
+    }
 }

@@ -20,7 +20,6 @@
 //! The write side is in write.rs; mknod, symlink, rename and link are refused with EROFS.
 
 use std::ffi::OsStr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -30,38 +29,15 @@ use fuser::{
 
 mod init;
 mod interrupt;
+pub mod notify;
 mod reply;
+mod state;
 mod write;
 
 use self::interrupt::interruptible;
 use self::reply::{add, caller, errno, reply_entry};
-use crate::fs::Core;
+pub use self::state::FuseFs;
 use crate::upstream::mds::Mds;
-
-#[derive(Debug)]
-pub struct FuseFs<M> {
-    core: Arc<Core<M>>,
-    runtime: tokio::runtime::Handle,
-    /// Why this mount keeps the open path whatever the kernel offers (None: it need not).
-    open_path: Option<&'static str>,
-    /// Decided at INIT: OPEN, OPENDIR and FLUSH are answered ENOSYS.
-    no_open: bool,
-}
-
-impl<M: Mds> FuseFs<M> {
-    /// `open_path`: why this mount must keep the open path (write-through, `read_path=open`).
-    pub fn new(
-        core: Arc<Core<M>>,
-        runtime: tokio::runtime::Handle,
-        open_path: Option<&'static str>,
-    ) -> Self {
-        FuseFs { core, runtime, open_path, no_open: false }
-    }
-
-    fn count(&self, op: &str) {
-        self.core.board().fuse.add(op);
-    }
-}
 
 impl<M: Mds> fuser::Filesystem for FuseFs<M> {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
@@ -198,7 +174,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
 
     /// On a token file, renew the token (fs/renew.rs): `sync FILE` after a 401.
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _data: bool, reply: ReplyEmpty) {
-        write::fsync(&self.core, &self.runtime, ino.0, reply);
+        write::fsync(&self.core, &self.runtime, &self.kernel, ino.0, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

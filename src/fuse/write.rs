@@ -6,11 +6,12 @@
 //! is sent, and its error is the close's.
 
 use std::ffi::{OsStr, OsString};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fuser::{FileHandle, FopenFlags, Generation, ReplyAttr, ReplyEmpty, ReplyEntry, ReplyOpen};
 use tokio::runtime::Handle;
 
+use super::notify::{tell, KernelCache};
 use super::reply::{errno, file_attr, kernel_ttl};
 use crate::error::Result;
 use crate::fs::Core;
@@ -169,15 +170,28 @@ pub(crate) fn remove<M: Mds>(
 }
 
 /// `fsync`: on a token file, ask the MDS for the token again (fs/renew.rs); else nothing.
-pub(crate) fn fsync<M: Mds>(core: &Arc<Core<M>>, rt: &Handle, ino: u64, reply: ReplyEmpty) {
-    let core = core.clone();
+pub(crate) fn fsync<M: Mds>(
+    core: &Arc<Core<M>>,
+    rt: &Handle,
+    kernel: &Arc<OnceLock<Arc<dyn KernelCache>>>,
+    ino: u64,
+    reply: ReplyEmpty,
+) {
+    let (core, kernel) = (core.clone(), kernel.clone());
     rt.spawn(async move {
-        let renewed = match core.node(ino) {
-            Ok(node) => core.writes().renew(&node).await,
-            Err(e) => Err(e),
+        let node = match core.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(errno("fsync", &e)),
         };
-        match renewed {
-            Ok(()) => reply.ok(),
+        match core.writes().renew(&node).await {
+            Ok(()) => {
+                // Before `fsync` returns, the kernel forgets the names showing the old token:
+                // the caller's next `open()` gets the renewed one.
+                if let Some(kernel) = kernel.get() {
+                    tell(kernel, core.token_replaced(&node.path)).await;
+                }
+                reply.ok()
+            }
             Err(e) => reply.error(errno("fsync", &e)),
         }
     });

@@ -116,12 +116,14 @@ fn serve(config: &Config, ready_pipe: &mut Option<OwnedFd>) -> Result<()> {
         (true, false) => None,
     };
     let fs = FuseFs::new(core.clone(), runtime.handle().clone(), open_path);
+    let kernel_slot = fs.kernel_slot();
     let session =
         fuser::Session::new(fs, &config.mountpoint, &fuser_config(config)).map_err(|e| {
             anyhow::anyhow!("mounting {}: {e}{}", config.mountpoint.display(), hint(&e))
         })?;
     // The notifier has to be taken before the session runs.
     let kernel: Arc<dyn watch::KernelCache> = Arc::new(session.notifier());
+    let _ = kernel_slot.set(kernel.clone());
     runtime.spawn(watch::run(core.clone(), mds, kernel.clone()));
     runtime.spawn(forget_replaced_tokens(core.clone(), kernel.clone()));
     runtime.spawn(forget_changed_listings(core.clone(), kernel));

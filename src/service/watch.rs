@@ -26,7 +26,8 @@ use log::{debug, info, warn};
 use serde_json::Value;
 
 use crate::clock::jitter;
-use crate::fs::{Core, Forget};
+use crate::fs::Core;
+pub use crate::fuse::notify::{tell, KernelCache};
 use crate::stats::WatcherPhase;
 use crate::upstream::mds::Mds;
 
@@ -41,30 +42,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// An answer sooner than this with nothing changed means the server ignored the wait.
 const TOO_SOON: Duration = Duration::from_secs(1);
-
-/// Where the kernel's caches are told what changed. `fuser::Notifier` in the daemon.
-pub trait KernelCache: Send + Sync + 'static {
-    /// Forget the name `name` in directory `parent`: the next `open()` looks it up again.
-    fn inval_entry(&self, parent: u64, name: &str);
-
-    /// Forget what is cached of inode `ino`'s contents: for a directory, its listing.
-    fn inval_inode(&self, ino: u64);
-}
-
-impl KernelCache for fuser::Notifier {
-    fn inval_entry(&self, parent: u64, name: &str) {
-        // ENOENT (the kernel no longer holds it) is fine; anything else is worth a note.
-        if let Err(e) = fuser::Notifier::inval_entry(self, fuser::INodeNo(parent), name.as_ref()) {
-            debug!("invalidating {name:?} in inode {parent}: {e}");
-        }
-    }
-
-    fn inval_inode(&self, ino: u64) {
-        if let Err(e) = fuser::Notifier::inval_inode(self, fuser::INodeNo(ino), 0, 0) {
-            debug!("invalidating inode {ino}: {e}");
-        }
-    }
-}
 
 /// Run the watcher for as long as the mount lives.
 pub async fn run<M: Mds>(core: Arc<Core<M>>, mds: Arc<M>, kernel: Arc<dyn KernelCache>) {
@@ -150,20 +127,6 @@ async fn apply<M: Mds>(core: &Core<M>, kernel: &Arc<dyn KernelCache>, changes: &
     );
     tell(kernel, forget).await;
     true
-}
-
-/// Tell the kernel what to forget, from a blocking thread with no lock held.
-pub async fn tell(kernel: &Arc<dyn KernelCache>, forget: Forget) {
-    let kernel = kernel.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for (parent, name) in forget.names {
-            kernel.inval_entry(parent, &name);
-        }
-        for dir in forget.dirs {
-            kernel.inval_inode(dir);
-        }
-    })
-    .await;
 }
 
 #[cfg(test)]

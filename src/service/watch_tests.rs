@@ -140,7 +140,7 @@ fn names_map_camel_case_to_dashes_and_keep_user_keys() {
     assert!(all.contains(&("instance/service-accounts/default/scopes".into(), true)));
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Recorder(Mutex<Vec<(u64, String)>>);
 
 impl KernelCache for Recorder {
