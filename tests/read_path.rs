@@ -198,3 +198,27 @@ fn without_the_watcher_a_cached_listing_is_fetched_again_after_its_ttl() {
     });
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
+
+#[test]
+fn a_refreshed_token_reaches_the_next_open_before_the_old_one_would_run_out() {
+    // The emulator hands out a new token once 12 s are left; the daemon refreshes at 11 s left
+    // and gets it. The old `access_token` name would stay current until 5 s were left: seeing
+    // the new one while the old still has well over that is the kernel told to forget it.
+    let emu = Emulator::start(&["--token-lifetime", "20", "--cache-window", "12"]);
+    for read_path in ["auto", "open"] {
+        let options = format!("refresh_margin=11,read_path={read_path}");
+        let mount = Mount::start(&emu.addr, &["-o", &options]);
+        let file = format!("{ACCOUNT}/access_token");
+        let old = String::from_utf8(mount.read(&file).unwrap()).unwrap();
+        let new = common::eventually("the refreshed token", common::DEADLINE, || {
+            let now = String::from_utf8(mount.read(&file).unwrap()).unwrap();
+            (now != old).then_some(now)
+        });
+        let old_left = emu.tokeninfo(&old)["expires_in"].as_i64().unwrap();
+        assert!(
+            old_left >= 7,
+            "{read_path}: seen only as the old name ran out ({old_left} s left)"
+        );
+        assert_eq!(emu.tokeninfo(&new)["expired"], false);
+    }
+}
