@@ -9,6 +9,10 @@
 //!   Linux 4.14; `FUSE_NO_OPENDIR_SUPPORT`, 5.1): the floor for metadatafs's no-open path;
 //! - [`Open::KeepCache`]: OPEN and RELEASE per `cat`, pages kept: the floor for the open path;
 //! - [`Open::DirectIo`]: every read comes to the daemon.
+//!
+//! Extended attributes and ioctls are answered ENOSYS, as fuser does by default, but counted:
+//! after one ENOSYS the kernel answers `getxattr` itself (`EOPNOTSUPP`), while an ioctl (a
+//! `TCGETS` from `isatty`, as Python's `open()` does) comes to the daemon every time.
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -17,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, IoctlFlags, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyXattr, Request,
 };
 
 /// What the floor answers to OPEN.
@@ -203,6 +208,38 @@ impl fuser::Filesystem for Floor {
     ) {
         self.count();
         reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        self.count();
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        self.count();
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.count();
+        reply.error(Errno::ENOSYS);
     }
 }
 

@@ -1,7 +1,9 @@
 //! What is timed (`cat`, `ls -l`, an HTTP GET) and how: interleaved round-robin, medians and
 //! means.
 
+use std::ffi::CString;
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,18 +32,49 @@ pub fn ls_l(dir: &Path) -> usize {
     n
 }
 
-/// Median and mean of a set of samples, in µs.
+/// `ls -l` as GNU `ls` does it: as [`ls_l`], and each entry's SELinux label and POSIX ACL
+/// too (`lgetxattr`, `getxattr`), which a FUSE filesystem is asked unless it once said ENOSYS.
+pub fn ls_l_gnu(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut label = [0u8; 256];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::symlink_metadata(&path).unwrap();
+        let path = CString::new(path.into_os_string().into_vec()).unwrap();
+        // SAFETY: NUL-terminated strings and a buffer of the length given; errors (ENODATA,
+        // EOPNOTSUPP) are what `ls` gets from a file with no label or ACL, and ignores.
+        unsafe {
+            let buf = label.as_mut_ptr().cast();
+            libc::lgetxattr(path.as_ptr(), c"security.selinux".as_ptr(), buf, label.len());
+            let acl = c"system.posix_acl_access".as_ptr();
+            libc::getxattr(path.as_ptr(), acl, std::ptr::null_mut(), 0);
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Median and means of a set of samples, in µs.
 #[derive(Debug, Clone, Copy)]
 pub struct Stats {
     pub median: f64,
+    /// The mean of the samples under [`SLOW`].
     pub mean: f64,
+    /// How many samples were over [`SLOW`], left out of the mean.
+    pub slow: usize,
 }
+
+/// Longer than any warm read, cold read or `ls -l` takes here: a sample this slow is the
+/// machine (a neighbour's time slice), not the read, and would make every mean alike.
+pub const SLOW: Duration = Duration::from_millis(2);
 
 impl Stats {
     pub fn of(mut samples: Vec<f64>) -> Stats {
         samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let n = samples.len();
-        Stats { median: samples[n / 2], mean: samples.iter().sum::<f64>() / n as f64 }
+        let median = samples[samples.len() / 2];
+        let fast = samples.partition_point(|&s| s <= micros(SLOW));
+        let mean = samples[..fast].iter().sum::<f64>() / fast.max(1) as f64;
+        Stats { median, mean, slow: samples.len() - fast }
     }
 }
 

@@ -28,7 +28,9 @@ impl Mount {
         let child = Command::new(binary)
             .args(["-f", "--endpoint", endpoint, "-o", options])
             .arg(&path)
-            .env("RUST_LOG", "warn,metadatafs::fuse=info")
+            // The daemon's own default and the line at unmount; fuser's warnings would log
+            // every ioctl it is sent (one per Python `open()`), and slow the answer.
+            .env("RUST_LOG", "warn,fuser=error,metadatafs::fuse=info")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));

@@ -5,12 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Prints `{"mount": µs, "tmpfs": µs, "requests": µs}`, medians.
+/// Prints `{"mount": µs, "floor": µs, "tmpfs": µs, "requests": µs}`, medians.
 const SCRIPT: &str = r#"
 import json, statistics, sys, time
 import requests
 
-mount, tmpfs, url, rounds, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+mount, floor, tmpfs, url = sys.argv[1:5]
+rounds, batch = int(sys.argv[5]), int(sys.argv[6])
 session = requests.Session()
 headers = {"Metadata-Flavor": "Google"}
 
@@ -22,7 +23,12 @@ def get():
     return session.get(url, headers=headers).text
 
 expected = get()
-cases = {"mount": lambda: read(mount), "tmpfs": lambda: read(tmpfs), "requests": get}
+cases = {
+    "mount": lambda: read(mount),
+    "floor": lambda: read(floor),
+    "tmpfs": lambda: read(tmpfs),
+    "requests": get,
+}
 samples = {name: [] for name in cases}
 for name, op in cases.items():
     for _ in range(batch):
@@ -39,18 +45,21 @@ for r in range(rounds):
 print(json.dumps({name: statistics.median(s) for name, s in samples.items()}))
 "#;
 
-/// Medians in µs: `open().read()` on the mount, on tmpfs, and a `requests` GET.
+/// Medians in µs: `open().read()` on the mount, on the no-open floor and on tmpfs, and a
+/// `requests` GET.
 #[derive(Debug)]
 pub struct Python {
     pub mount: f64,
+    pub floor: f64,
     pub tmpfs: f64,
     pub requests: f64,
 }
 
-pub fn run(mount: &Path, tmpfs: &Path, url: &str) -> Option<Python> {
+pub fn run(mount: &Path, floor: &Path, tmpfs: &Path, url: &str) -> Option<Python> {
     let output = Command::new("python3")
         .args(["-c", SCRIPT])
         .arg(mount)
+        .arg(floor)
         .arg(tmpfs)
         .args([url, "100", "20"])
         .output()
@@ -62,6 +71,7 @@ pub fn run(mount: &Path, tmpfs: &Path, url: &str) -> Option<Python> {
     let medians: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
     Some(Python {
         mount: medians["mount"].as_f64()?,
+        floor: medians["floor"].as_f64()?,
         tmpfs: medians["tmpfs"].as_f64()?,
         requests: medians["requests"].as_f64()?,
     })

@@ -239,15 +239,15 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(libc::ENODATA)); // `ls` and SELinux tools: nothing to show
+        // No extended attributes: after one ENOSYS the kernel answers EOPNOTSUPP itself, so
+        // `ls -l` (which asks for an SELinux context and an ACL per entry) asks us nothing.
+        self.count("getxattr");
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        self.count("getxattr");
+        reply.error(Errno::ENOSYS);
     }
 
     // Never stored: EROFS like every write (ENOSYS would read as "not supported").

@@ -5,6 +5,9 @@
 //! Invariants:
 //! - At most one watcher request is open at a time, and none before something has been read:
 //!   a mount nobody reads costs nothing, an idle mount costs only the long-poll.
+//! - What was read before the first dump could have changed before it was taken, unseen by any
+//!   diff: the first dump drops everything once (the few values read at start are fetched
+//!   again), so a change right after the first read is not left to `ttl`.
 //! - The dump only says *what* changed. Values are still served from a direct GET of the key,
 //!   byte for byte: nothing is ever served from the dump.
 //! - Dropping is conservative. The dump spells server-defined keys camelCase where paths are
@@ -69,7 +72,12 @@ pub async fn run<M: Mds>(core: Arc<Core<M>>, mds: Arc<M>, kernel: Arc<dyn Kernel
                 status.set(WatcherPhase::Watching);
                 let changed = match &last {
                     Some((old, _)) => apply(&core, &kernel, &diff(old, &dump)).await,
-                    None => false,
+                    // What was read before this first dump may have changed since, unseen:
+                    // it goes, once (a read or two at start; then only real changes do).
+                    None => {
+                        let _ = apply(&core, &kernel, &Changes::everything()).await;
+                        false
+                    }
                 };
                 if changed {
                     status.changed();

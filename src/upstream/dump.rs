@@ -28,6 +28,12 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Everything: the whole tree and every listing may have changed.
+    pub fn everything() -> Changes {
+        let root = BTreeSet::from([String::new()]);
+        Changes { subtrees: root.clone(), listings: root }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.subtrees.is_empty() && self.listings.is_empty()
     }
