@@ -65,7 +65,10 @@ fn on_a_read_only_mount_a_warm_cat_or_ls_asks_the_daemon_nothing() {
         &format!("{ACCOUNT}/authorization"),
     ];
     for file in files {
+        // Twice: a directory whose listing the first dump dropped answers its attributes with
+        // no TTL until it is listed again, once.
         let first = mount.read(file).unwrap();
+        mount.read(file).unwrap();
         assert_eq!(asked(&mount, || assert_eq!(mount.read(file).unwrap(), first)), [], "{file}");
     }
     ls_l(&mount, "instance");
@@ -99,6 +102,7 @@ fn the_open_path_costs_an_open_per_cat_and_serves_the_same_bytes() {
     );
     for file in ["project/project-id", "instance/hostname", &format!("{ACCOUNT}/access_token")] {
         let bytes = open.read(file).unwrap();
+        open.read(file).unwrap();
         assert_eq!(bytes, no_open.read(file).unwrap(), "{file}");
         let seen = asked(&open, || assert_eq!(open.read(file).unwrap(), bytes));
         assert_eq!(seen, [("open".to_string(), 1), ("release".to_string(), 1)], "{file}");
