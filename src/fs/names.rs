@@ -50,8 +50,14 @@ impl<M: Mds> Names<M> {
             Some(c) => (Some(Arc::new(c.version)), listing.min(c.validity)),
             None => (None, listing),
         };
-        let ino = self.inodes.lock().unwrap().lookup(node.clone(), version.clone());
-        let (attr, ttl) = attr(&self.config, self.times(&node), ino, &node, version.as_deref());
+        let (ino, held) = {
+            let mut inodes = self.inodes.lock().unwrap();
+            let ino = inodes.lookup(node.clone(), version);
+            // The version the inode holds, which may be an earlier one with the same bytes:
+            // an inode's attributes never change (a new mtime would drop its cached pages).
+            (ino, inodes.get(ino).ok().and_then(|(_, held)| held))
+        };
+        let (attr, ttl) = attr(&self.config, self.times(&node), ino, &node, held.as_deref());
         Entry { attr, ttl, entry_ttl }
     }
 

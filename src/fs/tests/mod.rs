@@ -179,6 +179,7 @@ async fn kernel_names_never_outlive_the_cache_and_inodes_never_change() {
     f.clock.advance(Duration::from_millis(200));
     let same = f.walk(TOKEN).await.unwrap();
     assert_eq!(same.attr.ino, moved.attr.ino, "the same second: the same bytes, the same inode");
+    assert_eq!(same.attr.mtime, moved.attr.mtime, "and the same attributes: pages kept");
     assert_eq!(same.entry_ttl, Duration::from_millis(500));
     f.clock.advance(Duration::from_secs(3599 - 1000) + Duration::from_millis(500));
     let shorter = f.walk(TOKEN).await.unwrap();
