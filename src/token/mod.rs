@@ -281,7 +281,7 @@ impl<M: Mds> Tokens<M> {
     }
 
     /// How much time left a token from `path` must have to be served: [`MIN_LEFT`], or for an
-    /// identity token `refresh_margin` (see [`Tokens::usable`]). A file showing the token must
+    /// identity token `refresh_margin` (see `Tokens::usable`). A file showing the token must
     /// stop being current that long before it expires.
     pub fn horizon(&self, path: &str) -> Duration {
         if is_identity(path) {
