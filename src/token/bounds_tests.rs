@@ -58,6 +58,9 @@ async fn identity_slots_are_an_lru_that_never_drops_one_in_use() {
     assert!(status.plain.is_empty(), "no audience in the status");
     let logged = slots::redacted(format!("{}: unavailable", identity(7)), &identity(7));
     assert_eq!(logged, format!("{ACCOUNT}/identity?…: unavailable"), "no audience in a log");
+    let scoped = format!("{ACCOUNT}/token?scopes=s1");
+    assert_eq!(slots::shown(&scoped), scoped, "a scope set is no secret: shown whole");
+    assert_eq!(slots::shown(ACCOUNT), ACCOUNT);
     drop(in_use);
 }
 
@@ -135,4 +138,38 @@ async fn a_replaced_token_is_noticed_by_the_recheck_or_at_once_by_renew_paced() 
     tokens.renew(&path).await.unwrap();
     assert_eq!(tokens.get(&path).await.unwrap().access_token(), "ya29.fourth");
     assert_eq!(mds.requests(&path), 4);
+}
+
+#[tokio::test]
+async fn renew_answers_an_outage_as_an_expired_token_and_a_refusal_as_it_is() {
+    let (clock, mds, tokens) = setup();
+    let path = format!("{ACCOUNT}/token");
+    mds.set_down(true);
+    let err = tokens.renew(&path).await.unwrap_err();
+    assert_eq!(err, Error::TokenExpired { path: path.clone() });
+    mds.set_down(false);
+    clock.advance(REPOLL);
+    let refused = Error::Forbidden { path: path.clone() };
+    mds.fail(&path, refused.clone());
+    assert_eq!(tokens.renew(&path).await.unwrap_err(), refused, "EACCES, not EIO");
+    assert_eq!(mds.requests(&path), 2);
+}
+
+#[tokio::test]
+async fn only_a_token_that_replaced_another_is_told_to_the_watcher() {
+    let (clock, mds, tokens) = setup();
+    let mut installs = tokens.watch_installs();
+    let path = format!("{ACCOUNT}/token");
+    access(&mds, &path, "ya29.first");
+    tokens.get(&path).await.unwrap();
+    assert!(installs.try_recv().is_err(), "the first token replaced none");
+    clock.advance(RECHECK);
+    tokens.refresh_due().await;
+    assert_eq!(mds.requests(&path), 2);
+    assert!(installs.try_recv().is_err(), "the same token again replaced none");
+    access(&mds, &path, "ya29.second");
+    clock.advance(RECHECK);
+    tokens.refresh_due().await;
+    assert_eq!(installs.try_recv().unwrap(), path);
+    assert!(installs.try_recv().is_err(), "told once");
 }

@@ -316,3 +316,68 @@ fn tags_tell_tokens_apart_and_are_never_zero() {
         assert!(tags[i + 1..].iter().all(|other| other != tag), "{tags:?}");
     }
 }
+
+#[tokio::test]
+async fn peek_answers_a_usable_token_from_memory_and_nothing_else() {
+    let (clock, mds, tokens) = setup();
+    answer(&mds, "ya29.one", 300);
+    assert!(tokens.peek(PATH).is_none(), "nothing fetched yet");
+    tokens.get(PATH).await.unwrap();
+    assert_eq!(tokens.peek(PATH).unwrap().access_token(), "ya29.one");
+    clock.advance(Duration::from_secs(300) - MIN_LEFT);
+    assert_eq!(tokens.peek(PATH).unwrap().access_token(), "ya29.one", "MIN_LEFT left");
+    clock.advance(Duration::from_secs(1));
+    assert!(tokens.peek(PATH).is_none(), "under MIN_LEFT to live: never served");
+    assert_eq!(mds.requests(PATH), 1, "peek never asks the MDS");
+}
+
+#[test]
+fn an_identity_token_with_a_character_no_jwt_has_is_refused_wherever_it_is() {
+    const NOW: i64 = 1_800_000_000;
+    let good = jwt(NOW as u64 + 3600);
+    let parse = |body: &str| Token::parse_identity_at(PATH, body.as_bytes(), Instant::now(), NOW);
+    assert!(parse(&good).is_ok());
+    assert!(parse(&format!(" {good}\n")).is_ok(), "surrounding whitespace is trimmed");
+    // The payload decodes in each: only the character check refuses them.
+    let (header, rest) = good.split_once('.').unwrap();
+    for bad in [
+        format!("{good}x y"),
+        format!("{good}\tz"),
+        format!("{good}\nsig"),
+        format!("{good}é"),
+        format!("{header}\u{7f}.{rest}"),
+    ] {
+        let err = parse(&bad).unwrap_err();
+        assert!(matches!(err, Error::Misconfigured { .. }), "{bad:?}: {err:?}");
+    }
+}
+
+/// The in-memory MDS with the HTTP client's counters.
+#[derive(Debug)]
+struct Counted(FakeMds, crate::stats::MdsStats);
+
+impl Mds for Counted {
+    async fn get(&self, path: &str) -> Result<bytes::Bytes> {
+        self.0.get(path).await
+    }
+
+    fn stats(&self) -> Option<&crate::stats::MdsStats> {
+        Some(&self.1)
+    }
+}
+
+#[tokio::test]
+async fn an_answer_that_is_no_token_counts_as_a_failed_request_an_outage_only_once() {
+    let clock = Arc::new(ManualClock::default());
+    let mds = Arc::new(Counted(FakeMds::default(), crate::stats::MdsStats::new("fake")));
+    let tokens = Tokens::new(mds.clone(), clock.clone(), Duration::from_secs(240));
+    let failures = || mds.1.snapshot().failures;
+    mds.0.set(PATH, r#"{"access_token":"bad token","expires_in":3600}"#);
+    assert!(matches!(tokens.get(PATH).await, Err(Error::Misconfigured { .. })));
+    assert_eq!(failures(), 1, "the client saw a 200: the refusal is counted here");
+    clock.advance(FAILURE_HOLD);
+    mds.0.set_down(true);
+    assert!(tokens.get(PATH).await.is_err());
+    assert_eq!(failures(), 1, "an outage is the client's to count");
+    assert_eq!(tokens.stats.failed.load(Ordering::Relaxed), 2);
+}
