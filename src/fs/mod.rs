@@ -186,7 +186,9 @@ impl<M: Mds> Core<M> {
     /// has run out: the task that fetches it again. A changed listing moves the directory's
     /// mtime, and reaches the kernel through `Contents::watch_listings`.
     pub fn refresh(&self, ino: u64) -> Option<impl std::future::Future<Output = ()> + 'static> {
-        let (path, contents) = (self.node(ino).ok()?.path, self.files.contents.clone());
+        // Every GETATTR asks: a file is answered before anything is cloned or locked twice.
+        let node = self.node(ino).ok().filter(|node| node.kind == Kind::Dir)?;
+        let (path, contents) = (node.path, self.files.contents.clone());
         let ran_out = contents.listing_ran_out(&path);
         ran_out.then_some(async move { drop(contents.listing(&path).await) })
     }

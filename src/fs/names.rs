@@ -55,7 +55,7 @@ impl<M: Mds> Names<M> {
             let ino = inodes.lookup(node.clone(), version);
             // The version the inode holds, which may be an earlier one with the same bytes:
             // an inode's attributes never change (a new mtime would drop its cached pages).
-            (ino, inodes.get(ino).ok().and_then(|(_, held)| held))
+            (ino, inodes.version(ino))
         };
         let (attr, ttl) = attr(&self.config, self.times(&node), ino, &node, held.as_deref());
         Entry { attr, ttl, entry_ttl }

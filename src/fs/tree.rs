@@ -58,6 +58,11 @@ impl Default for Inodes {
 }
 
 impl Inodes {
+    /// The version inode `ino` holds, without copying its node.
+    pub fn version(&self, ino: u64) -> Option<Arc<Version>> {
+        self.nodes.get(&ino)?.version.clone()
+    }
+
     pub fn get(&self, ino: u64) -> Result<(Node, Option<Arc<Version>>)> {
         let inode = self.nodes.get(&ino).ok_or(Error::Stale)?;
         Ok((inode.node.clone(), inode.version.clone()))
