@@ -16,6 +16,7 @@
 //!    [`measure::SLOW`] are the machine, counted and left out of means).
 //! 2. **Cold reads**: a never-read value in a directory already listed, and a value at
 //!    `ttl=0`, beside one kept-alive HTTP GET of it, interleaved (cold.rs).
+//!    `METADATAFS_BENCH_ONLY=cold` runs this part alone, beside the older builds'.
 //! 3. **Python**: `open().read()` of a warm value against a kept-alive `requests` GET of it
 //!    (python.rs).
 //! 4. **FUSE messages per warm read** of each kind of file on each path, and per `ls -l`
@@ -105,6 +106,9 @@ fn main() {
     let no_open = Mount::start(this, &addr, "ttl=3600");
     let open = Mount::start(this, &addr, "ttl=3600,read_path=open");
     let olds = baselines(&addr);
+    if std::env::var("METADATAFS_BENCH_ONLY").as_deref() == Ok("cold") {
+        return cold_only(this, &addr, &http, &olds);
+    }
     let cpu = pinned.map_or("not pinned".to_string(), |cpu| format!("all on CPU {cpu}"));
     println!("\n# read_path ({cpu})\n");
     println!("- this build, default mount: read path {}", no_open.read_path());
@@ -170,6 +174,19 @@ fn main() {
     println!("{}", report::https(plain, mtls));
 
     println!("{}", report::targets(&warm, &colds, py.as_ref(), &messages));
+}
+
+/// `METADATAFS_BENCH_ONLY=cold`: the cold reads alone, this build's and each older build's
+/// (fresh mounts of them), for a quick look at one change.
+fn cold_only(this: &Path, addr: &str, http: &Http, olds: &[Old]) {
+    let ttl0 = Mount::start(this, addr, "ttl=0");
+    let mut mounts = vec![("cold, listed directory (no-open)".to_string(), this)];
+    mounts
+        .extend(olds.iter().map(|o| (format!("cold, listed directory ({})", o.label), &*o.binary)));
+    let mounts: Vec<(String, Mount)> =
+        mounts.into_iter().map(|(n, b)| (n, Mount::start(b, addr, "ttl=3600"))).collect();
+    let listed: Vec<(&str, &Mount)> = mounts.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    println!("{}", report::cold(&cold::listed_and_ttl0(http, &listed, &ttl0, VALUE)));
 }
 
 /// A case that `cat`s `path`, checking it read `len` bytes (any, if 0).

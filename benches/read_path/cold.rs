@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use metadatafs::emulator::{Emulator, EmulatorConfig};
+use metadatafs::upstream::mds::{HttpConfig, HttpMds, Mds};
+use metadatafs::upstream::mtls::Settings;
 
 use crate::measure::{cat, Http, Stats};
 use crate::mount::Mount;
@@ -22,9 +24,51 @@ pub fn cold_key(i: usize) -> String {
 /// start after it, so each fetches its own value alone.
 const PAST_LISTING_WINDOW: Duration = Duration::from_millis(2500);
 
+/// The name of the case that GETs the value with the daemon's own client, the way a cold
+/// lookup does: handed from another thread to a 4-worker runtime, through `HttpMds` (retries
+/// within a deadline, the size limit, the status counters). Against the plain GET it shows
+/// what the client costs; against a cold read, what the two FUSE round trips (LOOKUP, READ)
+/// and the core do.
+pub const DAEMON_GET: &str = "the daemon's client, GET handed to its runtime";
+
+/// `HttpMds` on a runtime built as the daemon builds its own.
+struct DaemonClient {
+    runtime: tokio::runtime::Runtime,
+    mds: std::sync::Arc<HttpMds>,
+}
+
+impl DaemonClient {
+    fn new(addr: &str) -> DaemonClient {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = HttpConfig {
+            endpoint: addr.to_string(),
+            timeout: Duration::from_secs(10),
+            max_value: 1 << 20,
+            mtls: Settings::off(),
+        };
+        let mds = runtime.block_on(async { HttpMds::new(config) }).unwrap();
+        DaemonClient { runtime, mds: std::sync::Arc::new(mds) }
+    }
+
+    /// GET `path` from a task, waiting here for its answer: its length.
+    fn get(&self, path: &str) -> usize {
+        let (mds, path) = (self.mds.clone(), path.to_string());
+        let (answer, answered) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let _ = answer.send(mds.get(&path).await.map(|body| body.len()));
+        });
+        answered.recv().unwrap().unwrap()
+    }
+}
+
 /// A never-read value in a directory already listed, on each of `listed` (mounts with a long
 /// `ttl` that have never read a cold key), and a value at `ttl=0` on `ttl0`, each beside a
-/// kept-alive GET: `COLD_KEYS` rounds, one of each per round, in an order that rotates.
+/// kept-alive GET and the daemon's client's GET ([`DAEMON_GET`]): `COLD_KEYS` rounds, one of
+/// each per round, in an order that rotates.
 pub fn listed_and_ttl0(
     http: &Http,
     listed: &[(&str, &Mount)],
@@ -37,9 +81,11 @@ pub fn listed_and_ttl0(
     }
     std::thread::sleep(PAST_LISTING_WINDOW);
     let len = http.get(value);
+    let daemon = DaemonClient::new(http.addr());
     let mut names: Vec<String> = listed.iter().map(|(name, _)| name.to_string()).collect();
     names.push("cold value, ttl=0 (no-open)".into());
     names.push("HTTP GET, kept-alive".into());
+    names.push(DAEMON_GET.into());
     let mut samples = vec![Vec::new(); names.len()];
     for i in 0..COLD_KEYS {
         let key = cold_key(i);
@@ -51,8 +97,10 @@ pub fn listed_and_ttl0(
                 assert_eq!(cat(&listed[which].1.join(&key)), expected);
             } else if which == listed.len() {
                 assert_eq!(cat(&ttl0.join(value)), len);
-            } else {
+            } else if which == listed.len() + 1 {
                 assert_eq!(http.get(&key), expected);
+            } else {
+                assert_eq!(daemon.get(&key), expected);
             }
             samples[which].push(start.elapsed().as_secs_f64() * 1e6);
         }

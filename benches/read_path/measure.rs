@@ -152,6 +152,11 @@ impl Http {
         })
     }
 
+    /// The emulator's `HOST:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     pub fn put(&self, path: &str, value: &str) {
         self.send(reqwest::Method::PUT, &format!("/emulator/values/{path}"), value);
     }

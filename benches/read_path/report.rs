@@ -102,14 +102,17 @@ pub fn cold(cases: &[(String, Stats)]) -> Table {
         "Cold reads, {} rounds interleaved (each listed-directory read is of a value never read)",
         crate::cold::COLD_KEYS
     );
-    let mut table = Table::new(&title, &["case", "median µs", "mean µs", "median ×GET"]);
+    let header = ["case", "median µs", "mean µs", "median ×GET", "median − the daemon's GET, µs"];
+    let mut table = Table::new(&title, &header);
     let get = find(cases, "HTTP GET, kept-alive");
+    let daemon = find(cases, crate::cold::DAEMON_GET);
     for (name, s) in cases {
         table.row([
             name.clone(),
             format!("{:.1}", s.median),
             format!("{:.1}", s.mean),
             ratio(s.median / get.median),
+            format!("{:.1}", s.median - daemon.median),
         ]);
     }
     table
