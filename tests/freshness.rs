@@ -84,14 +84,14 @@ fn whole(bytes: &[u8]) -> bool {
 fn readers_never_see_a_cut_or_mixed_value_while_it_cycles_sizes() {
     let emu = Emulator::start(&[]);
     put(&emu, KEY, &version(0, 100));
-    let mount = Arc::new(warm_mount(&emu));
+    let mount = warm_mount(&emu);
     let sizes = [100, 4095, 4096, 4097, 9000, 20, 8192, 4096];
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let readers: Vec<_> = (0..3)
         .map(|n| {
             let (mount, stop, reads, bad) =
-                (mount.clone(), stop.clone(), reads.clone(), bad.clone());
+                (mount.share(), stop.clone(), reads.clone(), bad.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let bytes = if n == 0 {
@@ -385,14 +385,14 @@ fn bare_whole(token: &[u8]) -> bool {
 fn token_files_stay_whole_while_tokens_rotate() {
     // A new token every second, and the mount refreshes as soon as one is handed out.
     let emu = Emulator::start(&["--token-lifetime", "3600", "--cache-window", "3599"]);
-    let mount = Arc::new(Mount::start(&emu.addr, &["-o", "ttl=3600,refresh_margin=3599"]));
+    let mount = Mount::start(&emu.addr, &["-o", "ttl=3600,refresh_margin=3599"]);
     let token = "instance/service-accounts/default/token";
     let bare = "instance/service-accounts/default/access_token";
     let first = token_whole(&mount.read(token).unwrap()).expect("a whole token");
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
         .map(|n| {
-            let (mount, stop) = (mount.clone(), stop.clone());
+            let (mount, stop) = (mount.share(), stop.clone());
             std::thread::spawn(move || {
                 let mut seen = std::collections::BTreeSet::new();
                 let mut reads = 0;

@@ -6,7 +6,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use common::{as_nobody, Emulator, Mount};
 
@@ -202,12 +201,12 @@ fn token_scopes_set_the_scopes_at_mount_time() {
 #[test]
 fn identity_tokens_are_cached_per_parameters_and_shared_by_concurrent_readers() {
     let emu = Emulator::start(&[]);
-    let mount = Arc::new(Mount::start(&emu.addr, &[]));
+    let mount = Mount::start(&emu.addr, &[]);
     let name = format!("{ACCOUNT}/identity?audience=https:%2F%2Fexample.com&format=full");
     let readers: Vec<_> = (0..20)
         .map(|_| {
-            let (mount, name) = (mount.clone(), name.clone());
-            std::thread::spawn(move || text(&mount, &name))
+            let (mount, name) = (mount.share(), name.clone());
+            std::thread::spawn(move || String::from_utf8(mount.read(&name).unwrap()).unwrap())
         })
         .collect();
     let tokens: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();

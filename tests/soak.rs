@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{eventually, Emulator, Mount};
+use common::{eventually, Emulator, Mount, StopOnDrop};
 
 const READERS: usize = 12;
 const CHURN: &str = "instance/attributes/soak-churn";
@@ -325,6 +325,8 @@ fn soak() {
     let log: Mutex<Vec<String>> = Mutex::default();
 
     let (tallies, baseline, phases_run, hostile) = std::thread::scope(|scope| {
+        // A failed assertion below must stop the readers, or the scope waits for them forever.
+        let _stop = StopOnDrop(&stop);
         let readers: Vec<_> = (0..READERS)
             .map(|i| {
                 let (mount, emulator, expected, stop) = (&mount, &emulator, &expected, &stop);

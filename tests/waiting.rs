@@ -35,12 +35,12 @@ fn two_hundred_waiting_readers_cost_one_request_and_block_nobody_else() {
     let emu = Emulator::start(&[]);
     let key = "instance/attributes/flag";
     assert_eq!(emu.control("PUT", &format!("values/{key}"), "before").0, 200);
-    let mount = Arc::new(Mount::start(&emu.addr, &["-o", "ttl=0"]));
+    let mount = Mount::start(&emu.addr, &["-o", "ttl=0"]);
     let name = "instance/attributes/flag?wait_for_change=true&timeout_sec=60";
     let done = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..200)
         .map(|_| {
-            let (mount, done) = (mount.clone(), done.clone());
+            let (mount, done) = (mount.share(), done.clone());
             std::thread::spawn(move || {
                 let value = mount.read(name);
                 done.fetch_add(1, Ordering::SeqCst);

@@ -243,6 +243,41 @@ impl Mount {
         std::fs::read(self.path(relative))
     }
 
+    /// What a thread the test spawns gets of this mount: its path, not the mount. The `Mount`
+    /// stays with the test's own thread, so a test that fails while its readers are blocked
+    /// still unmounts when it unwinds (the readers then get an error), instead of leaving a
+    /// daemon behind for as long as some reader holds a reference.
+    pub fn share(&self) -> MountPath {
+        MountPath(self.mountpoint.clone())
+    }
+}
+
+/// A mount's path, for threads ([`Mount::share`]).
+#[derive(Debug, Clone)]
+pub struct MountPath(PathBuf);
+
+impl MountPath {
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.0.join(relative)
+    }
+
+    pub fn read(&self, relative: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(relative))
+    }
+}
+
+/// Sets its flag when dropped: the `stop` of a test's reader threads, set however the test
+/// ends, so that a failing test's readers stop (and a `thread::scope` around them can end).
+#[derive(Debug)]
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Mount {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
