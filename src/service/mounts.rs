@@ -86,7 +86,13 @@ fn unescape(field: &str) -> String {
 /// answered from the kernel's attribute cache even on a dead mount; opening the directory
 /// cannot, so that is the probe.
 pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
-    match std::fs::read_dir(path) {
+    // `statfs` asks the daemon every time, while opening a directory may not: once a no-open
+    // daemon has answered OPENDIR with ENOSYS, the kernel opens its directories alone.
+    let probe = match statfs(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(e),
+        _ => std::fs::read_dir(path).map(drop),
+    };
+    match probe {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             warn!("{}: dead mount left by an earlier daemon; detaching it", path.display());
             detach(path);
@@ -107,6 +113,19 @@ pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
             live.describe()
         ),
         _ => Ok(()),
+    }
+}
+
+/// `statfs(2)` of `path`: on a FUSE mount, a request to its daemon (ENOTCONN if it is gone).
+fn statfs(path: &Path) -> std::io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid NUL-terminated path; statfs writes one struct we own.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stats) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
