@@ -78,6 +78,29 @@ fn a_plain_secret_nobody_may_read_is_not_fetched_for_nobody() {
 }
 
 #[test]
+fn ls_l_by_nobody_fetches_no_secret_and_shows_no_size() {
+    let emu = Emulator::start(&[]);
+    let mount = Mount::start(&emu.addr, &["-o", "allow_other"]);
+    let (secret, plain) = ("project/attributes/startup-script", "project/attributes/team");
+    emu.control("PUT", &format!("values/{secret}"), "TOPSECRET");
+    emu.control("PUT", &format!("values/{plain}"), "infra");
+    mount.read("project/project-id").unwrap();
+    emu.settle();
+    // `ls -l`: a listing, then a lookup of each name, which prefetches the directory's values.
+    let dir = mount.path("project/attributes");
+    let (ok, stderr) = as_nobody("/bin/ls", &[Path::new("-l"), &dir]);
+    assert!(ok, "{stderr}");
+    assert_eq!(emu.count(secret), 0, "a secret fetched for nobody");
+    assert_eq!(emu.count(plain), 1, "the prefetch still fetches what nobody may read");
+    let mut stat = Command::new("stat");
+    stat.args(["-c", "%s"]).arg(mount.path(secret));
+    // SAFETY: become_nobody makes plain system calls only.
+    let size = unsafe { stat.pre_exec(become_nobody) }.output().unwrap().stdout;
+    assert_eq!(String::from_utf8_lossy(&size).trim(), "0", "a secret's size shown to nobody");
+    assert_eq!(mount.read(secret).unwrap(), b"TOPSECRET", "the owner reads it");
+}
+
+#[test]
 fn an_interrupted_or_killed_waiting_reader_ends_at_once_and_drops_its_request() {
     let emu = Emulator::start(&[]);
     let mount = Mount::start(&emu.addr, &[]);

@@ -283,10 +283,15 @@ impl<M: Mds> Contents<M> {
         self.listings.lock().unwrap().claim(dir, self.clock.now())
     }
 
-    /// Fetch the plain values of directory `dir` that are not cached, several at a time.
+    /// Fetch the plain values of directory `dir` that are not cached and that the reader
+    /// `may_read`, several at a time.
     /// `ls -l` of a cold directory looks its names up one after the other, a round trip each;
     /// with this they are cache hits by then (or wait on a fetch already under way).
-    pub(crate) async fn prefetch(self: Arc<Self>, dir: String) {
+    pub(crate) async fn prefetch(
+        self: Arc<Self>,
+        dir: String,
+        may_read: impl Fn(&str) -> bool + Send + 'static,
+    ) {
         let Some(children) = self.last_listing(&dir) else {
             return;
         };
@@ -300,7 +305,7 @@ impl<M: Mds> Contents<M> {
             let plain = child_kind(&dir, child) == Kind::Value
                 && !listing::path_needs_parameters(&path)
                 && !is_account_scopes(&path);
-            if !plain || self.cache.is_fresh(&path) {
+            if !plain || self.cache.is_fresh(&path) || !may_read(&path) {
                 continue;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {

@@ -354,15 +354,18 @@ impl<M: Mds> Core<M> {
 
     /// Whether a lookup that has to fetch in `dir` should fetch the rest of the directory
     /// too, and the task that does (contents.rs).
+    /// Only what `caller` (whose lookup started it) may read: nothing for one who may not.
     pub fn prefetch(
         &self,
         dir: u64,
+        caller: Caller,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         if !self.files.contents.should_prefetch(dir) {
             return None;
         }
-        let path = self.node(dir).ok()?.path;
-        Some(self.files.contents.clone().prefetch(path))
+        let (path, perms) = (self.node(dir).ok()?.path, self.names.config.permissions.clone());
+        let may_read = move |path: &str| perms.may_read(path, &Kind::Value, &caller);
+        Some(self.files.contents.clone().prefetch(path, may_read))
     }
 
     /// Returns once something has been fetched for a reader: the watcher starts then.

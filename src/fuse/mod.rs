@@ -61,7 +61,7 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         }
         // A miss while the directory is being listed (`ls -l`): fetch the rest together.
         if name.to_str().is_some_and(|n| !n.contains('?')) {
-            if let Some(prefetch) = self.core.prefetch(parent.0) {
+            if let Some(prefetch) = self.core.prefetch(parent.0, caller(req)) {
                 self.runtime.spawn(prefetch);
             }
         }

@@ -66,18 +66,35 @@ async fn a_directory_is_prefetched_once_per_listing_and_only_while_listed() {
     let project = f.walk("project").await.unwrap().attr.ino;
     let list_from_start =
         || async { f.core.readdir_fresh(project, 0, |_, _| false).await.unwrap() };
-    assert!(f.core.prefetch(project).is_none(), "not being listed");
+    assert!(f.core.prefetch(project, Caller::ROOT).is_none(), "not being listed");
     list_from_start().await;
-    let prefetch = f.core.prefetch(project).expect("being listed");
-    assert!(f.core.prefetch(project).is_none(), "once per listing");
+    let prefetch = f.core.prefetch(project, Caller::ROOT).expect("being listed");
+    assert!(f.core.prefetch(project, Caller::ROOT).is_none(), "once per listing");
     prefetch.await;
     assert_eq!(f.mds.requests("project/project-id"), 1);
     f.clock.advance(Duration::from_secs(2));
-    assert!(f.core.prefetch(project).is_none(), "listed too long ago");
+    assert!(f.core.prefetch(project, Caller::ROOT).is_none(), "listed too long ago");
     list_from_start().await;
-    let prefetch = f.core.prefetch(project).expect("a new listing");
+    let prefetch = f.core.prefetch(project, Caller::ROOT).expect("a new listing");
     prefetch.await;
     assert_eq!(f.mds.requests("project/project-id"), 1, "fresh values are not fetched again");
+}
+
+#[tokio::test]
+async fn a_prefetch_fetches_only_what_the_reader_may_read() {
+    let f = fixture(tree());
+    let attributes = f.walk("instance/attributes").await.unwrap().attr.ino;
+    let nobody = Caller { uid: 65534, gid: 65534, pid: 0 };
+    let f = &f;
+    let prefetch_by = |caller| async move {
+        f.core.readdir_fresh(attributes, 0, |_, _| false).await.unwrap();
+        f.core.prefetch(attributes, caller).expect("being listed").await;
+        f.clock.advance(Duration::from_secs(2));
+    };
+    prefetch_by(nobody).await;
+    assert_eq!(f.mds.requests("instance/attributes/startup-script"), 0, "for nobody");
+    prefetch_by(Caller::ROOT).await;
+    assert_eq!(f.mds.requests("instance/attributes/startup-script"), 1, "for root");
 }
 
 #[tokio::test]
