@@ -295,6 +295,16 @@ fn secret_paths_match_the_path_the_user_wrote_or_are_warned_about() {
         assert!(!readable, "nobody read {secret}");
     }
     assert_eq!(mode(&mount.path("project/project-id")), 0o444);
+    // The dump of a directory a glob reaches into holds the secret too, wildcard folders
+    // included; a dump it cannot reach stays readable.
+    for dump in ["service-accounts/default", "instance/service-accounts", "instance"] {
+        let dump = mount.path(&format!("{dump}?recursive=true"));
+        assert_eq!(mode(&dump), 0o400, "{}", dump.display());
+        assert!(!common::as_nobody("cat", &[&dump]).0, "nobody read {}", dump.display());
+    }
+    let disks = mount.path("instance/disks?recursive=true");
+    assert_eq!(mode(&disks), 0o444);
+    assert!(common::as_nobody("cat", &[&disks]).0, "nobody may read the disks' dump");
     let warned = eventually("the warning", DEADLINE, || {
         let log = mount.log_text();
         log.lines().find(|l| l.contains("'nosuch/dir/*' matches nothing")).map(String::from)

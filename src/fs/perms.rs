@@ -116,12 +116,13 @@ impl Permissions {
         let under = |secret: &str| {
             base.is_empty() || secret == base || secret.starts_with(&format!("{base}/"))
         };
+        let below = format!("{base}/");
         self.is_secret(base, &Kind::Value)
             || ATTRIBUTE_DIRS.iter().any(|dir| under(dir))
-            || self.secret_paths.iter().any(|glob| {
-                let glob = glob.trim_start_matches('/');
-                glob.starts_with('*') || under(glob)
-            })
+            || self
+                .secret_paths
+                .iter()
+                .any(|glob| base.is_empty() || glob_reaches(glob.trim_start_matches('/'), &below))
     }
 }
 
@@ -169,9 +170,57 @@ pub fn glob_match(glob: &str, path: &str) -> bool {
     go(glob.as_bytes(), path.as_bytes())
 }
 
+/// Whether `glob` matches some path that starts with `prefix`: a directory's dump holds a
+/// secret if a `secret_paths` glob matches something below it, wildcard folders included
+/// (`instance/network-interfaces/*/ip` reaches into `instance/network-interfaces/0/`).
+fn glob_reaches(glob: &str, prefix: &str) -> bool {
+    fn go(g: &[u8], p: &[u8]) -> bool {
+        if p.is_empty() {
+            return true;
+        }
+        match g {
+            [] => false,
+            [b'*', b'*', ..] => true,
+            [b'*', rest @ ..] => match p.iter().position(|&c| c == b'/') {
+                None => true,
+                Some(limit) => (0..=limit).any(|i| go(rest, &p[i..])),
+            },
+            [b'?', rest @ ..] => p[0] != b'/' && go(rest, &p[1..]),
+            [c, rest @ ..] => p[0] == *c && go(rest, &p[1..]),
+        }
+    }
+    go(glob.as_bytes(), prefix.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_glob_reaches_into_the_directories_it_can_match_below() {
+        let reaches = |glob, dir: &str| glob_reaches(glob, &format!("{dir}/"));
+        let ip = "instance/network-interfaces/*/ip";
+        for dir in ["instance", "instance/network-interfaces", "instance/network-interfaces/0"] {
+            assert!(reaches(ip, dir), "{dir}");
+        }
+        for dir in ["project", "instance/disks", "instance/network-interfaces/0/access-configs"] {
+            assert!(!reaches(ip, dir), "{dir}");
+        }
+        assert!(reaches("instance/**/email", "instance/service-accounts/default"));
+        assert!(reaches(
+            "instance/service-accounts/?efault/email",
+            "instance/service-accounts/default"
+        ));
+        assert!(!reaches(
+            "instance/service-accounts/?efault/email",
+            "instance/service-accounts/other"
+        ));
+        assert!(reaches("*/attributes/db-*", "project/attributes"));
+        assert!(
+            !reaches("project/attributes/db-*", "project/attributes/db-x"),
+            "a file, not a dir"
+        );
+    }
 
     #[test]
     fn secret_class() {
