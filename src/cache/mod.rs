@@ -10,6 +10,10 @@
 //! - A transient fetch failure (MDS down, 5xx, 429 after retries) is answered with the last good
 //!   value if there is one, which is then held for a short grace period so an outage does not
 //!   make every read wait out the timeout. Permanent failures are never papered over.
+//! - A read of an expired key that holds a last good value waits for the MDS at most
+//!   `STALE_AFTER` (1 s): then it is answered with that value, held for `STALE_HOLD`, while
+//!   the fetch goes on behind it with the key's turn (still the one fetch), and the cache
+//!   counts as failing until it ends. A key with nothing to fall back on waits for its fetch.
 //! - Once any refresh has failed, for `STALE_GRACE` every other expired key that has a last
 //!   good value serves it at once and is refreshed in the background (stale-while-revalidate,
 //!   RFC 5861), so a path whose directories all expired during a storm waits out one `timeout`,
@@ -28,11 +32,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log::warn;
+use log::{debug, warn};
 use lru::LruCache;
 
 use crate::clock::{Expiry, SharedClock};
-use crate::error::{Error, Result};
+use crate::error::Result;
+
+mod flight;
+pub(crate) use self::flight::Flight;
 
 /// The longest a stale value is served after a failed refresh before the MDS is asked again,
 /// and how long after any failed refresh expired keys are served stale at once.
@@ -47,49 +54,11 @@ pub trait Weight {
     fn weight(&self) -> usize;
 }
 
-/// One fetch at a time per key, and its failure shared with those who waited for it.
-#[derive(Debug, Default)]
-pub(crate) struct Flight {
-    /// Held while fetching; holds the last fetch's failure.
-    lock: tokio::sync::Mutex<Option<Error>>,
-    /// Fetches finished, so a waiter can tell whether one ended while it waited.
-    finished: AtomicU64,
-}
-
-/// A turn to fetch. [`Turn::shared_outcome`] tells how the fetch that ended while we waited
-/// ended, if one did; [`Turn::finish`] records how ours ended.
-pub(crate) struct Turn<'a> {
-    flight: &'a Flight,
-    guard: tokio::sync::MutexGuard<'a, Option<Error>>,
-    seen: u64,
-}
-
-impl Flight {
-    pub(crate) async fn turn(&self) -> Turn<'_> {
-        let seen = self.finished.load(Ordering::SeqCst);
-        let guard = self.lock.lock().await;
-        Turn { flight: self, guard, seen }
-    }
-
-    /// A turn if nobody is fetching now.
-    pub(crate) fn try_turn(&self) -> Option<Turn<'_>> {
-        let seen = self.finished.load(Ordering::SeqCst);
-        let guard = self.lock.try_lock().ok()?;
-        Some(Turn { flight: self, guard, seen })
-    }
-}
-
-impl Turn<'_> {
-    pub(crate) fn shared_outcome(&self) -> Option<Result<(), Error>> {
-        let waited_on_one = self.flight.finished.load(Ordering::SeqCst) != self.seen;
-        waited_on_one.then(|| self.guard.clone().map_or(Ok(()), Err))
-    }
-
-    pub(crate) fn finish<T>(mut self, result: &Result<T>) {
-        *self.guard = result.as_ref().err().cloned();
-        self.flight.finished.fetch_add(1, Ordering::SeqCst);
-    }
-}
+/// How long a read of an expired key that still holds its last good value waits for the MDS
+/// before it is answered with that value: the fetch goes on behind it, as the one fetch of the
+/// key, and the cache counts as failing until it ends. A healthy MDS answers in milliseconds;
+/// without this, the first read after the MDS went away waited out the whole `timeout`.
+const STALE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Entry<V> {
@@ -199,9 +168,44 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let generation = self.shared.generation.load(Ordering::SeqCst);
-        let result = settle(&self.shared, &self.stats, &slot, generation, fetch().await);
-        turn.finish(&result);
-        result
+        let stale = slot.entry.lock().unwrap().clone();
+        let (Some(stale), Ok(runtime)) = (stale, tokio::runtime::Handle::try_current()) else {
+            let result = settle(&self.shared, &self.stats, &slot, generation, fetch().await);
+            turn.finish(&result);
+            return result;
+        };
+        let mut fetching = Box::pin(fetch());
+        tokio::select! {
+            biased;
+            fetched = &mut fetching => {
+                let result = settle(&self.shared, &self.stats, &slot, generation, fetched);
+                turn.finish(&result);
+                result
+            }
+            () = tokio::time::sleep(STALE_AFTER) => {
+                let (shared, stats) = (self.shared.clone(), self.stats.clone());
+                let held = self.serve_stale(&slot, stale, key);
+                runtime.spawn(async move {
+                    let result = settle(&shared, &stats, &slot, generation, fetching.await);
+                    turn.finish(&result);
+                });
+                Ok(held)
+            }
+        }
+    }
+
+    /// The MDS did not answer `key` within [`STALE_AFTER`]: its last good value, held for
+    /// [`STALE_HOLD`] (what the fetch still under way brings takes over then), and the cache
+    /// failing until that fetch ends, so other expired keys do not each wait as long.
+    fn serve_stale(&self, slot: &Slot<V>, mut stale: Entry<V>, key: &str) -> Entry<V> {
+        let clock = &*self.shared.clock;
+        *self.shared.failing_until.lock().unwrap() = Some(Expiry::from_now(clock, STALE_GRACE));
+        let key = crate::paths::redacted(key);
+        debug!("{key}: no answer in {STALE_AFTER:?}; serving the last good value meanwhile");
+        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+        stale.expiry = Expiry::from_now(clock, STALE_HOLD);
+        store(&self.stats, slot, Some(stale.clone()));
+        stale
     }
 
     /// Refresh `slot` in the background unless someone is already fetching it.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::error::Error;
 
 impl Weight for u32 {
     fn weight(&self) -> usize {
@@ -231,4 +232,42 @@ async fn without_a_failed_refresh_an_expired_key_waits_for_its_refresh() {
     assert_eq!(cache.get("a", || async { Err(down()) }).await.unwrap().value, 1);
     clock.advance(STALE_GRACE);
     assert_eq!(cache.get("b", || async move { Ok((2, ttl)) }).await.unwrap().value, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_refresh_serves_the_last_good_value_after_a_second_and_goes_on_behind_it() {
+    let (clock, cache) = cache(10);
+    let ttl = Duration::from_secs(60);
+    cache.get("k", || async move { Ok((1, ttl)) }).await.unwrap();
+    clock.advance(ttl);
+    let (release, mut gate) = tokio::sync::watch::channel(false);
+    let slow = move || async move {
+        let _ = gate.wait_for(|open| *open).await;
+        Ok((2, ttl))
+    };
+    let started = tokio::time::Instant::now();
+    assert_eq!(cache.get("k", slow).await.unwrap().value, 1, "the last good value");
+    assert!(started.elapsed() >= STALE_AFTER && started.elapsed() < 2 * STALE_AFTER);
+    assert!(cache.shared.failing(), "other expired keys are not to wait as long");
+    let again = cache.get("k", || async { panic!("a second fetch") }).await.unwrap();
+    assert_eq!(again.value, 1, "held while its fetch goes on");
+    release.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!cache.shared.failing(), "its success ended that");
+    clock.advance(STALE_HOLD);
+    let new = cache.get("k", || async { panic!("fetched again") }).await.unwrap();
+    assert_eq!(new.value, 2, "what the fetch behind it brought");
+    // A key with nothing to fall back on waits for its fetch, however long.
+    let (release, mut gate) = tokio::sync::watch::channel(false);
+    let cold = tokio::spawn(async move {
+        let fetch = move || async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Ok((3, ttl))
+        };
+        cache.get("cold", fetch).await.unwrap().value
+    });
+    tokio::time::sleep(10 * STALE_AFTER).await;
+    assert!(!cold.is_finished());
+    release.send(true).unwrap();
+    assert_eq!(cold.await.unwrap(), 3);
 }
