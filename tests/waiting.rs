@@ -85,3 +85,40 @@ fn a_waiting_read_with_a_stale_last_etag_answers_at_once() {
     let err = mount.read("instance/zone?wait_for_change=maybe");
     assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+/// Found by an adversarial pass: a thread reading a waiting name in a loop was handed the last
+/// answer again for 250 ms (thousands of reads), and missed a change made meanwhile until its
+/// `timeout_sec` ran out.
+#[test]
+fn a_loop_of_waiting_reads_neither_spins_nor_misses_a_change() {
+    let emu = Emulator::start(&[]);
+    let key = "instance/attributes/flag";
+    assert_eq!(emu.control("PUT", &format!("values/{key}"), "x0").0, 200);
+    let mount = Mount::start(&emu.addr, &[]);
+    let name = format!("{key}?wait_for_change=true&timeout_sec=20");
+    let shared = mount.share();
+    let reader = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut seen = Vec::new();
+        while start.elapsed() < std::time::Duration::from_secs(15) {
+            let value = String::from_utf8(shared.read(&name).unwrap()).unwrap();
+            let done = value == "x2";
+            seen.push((value, start.elapsed()));
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    eventually("the reader waiting", DEADLINE, || (emu.count(key) >= 1).then_some(()));
+    assert_eq!(emu.control("PUT", &format!("values/{key}"), "x1").0, 200);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(emu.control("PUT", &format!("values/{key}"), "x2").0, 200);
+    let seen = reader.join().unwrap();
+    let x1 = seen.iter().filter(|(v, _)| v == "x1").count();
+    assert!((1..=2).contains(&x1), "x1 read {x1} times, then {:?}", seen.last());
+    let (last, at) = seen.last().unwrap();
+    assert_eq!(last, "x2", "{} reads", seen.len());
+    let first_x1 = seen.iter().find(|(v, _)| v == "x1").unwrap().1;
+    assert!(*at - first_x1 < std::time::Duration::from_secs(3), "x2 seen after {at:?}");
+}

@@ -17,9 +17,12 @@
 //! same thread within [`HANDOFF`], gets the answer the first one got instead of waiting for
 //! the next change. And while one thread looks a name up, the kernel holds back others opening
 //! it, then has each revalidate the new dentry: those arrive within [`LATE`] of the answer and
-//! get it too, as readers that were waiting all along.
+//! get it too, as readers that were waiting all along. A thread that had the answer already is
+//! reading again (a loop): it waits for the next answer, so a loop neither spins on the last
+//! answer nor misses a change made meanwhile (it may see an answer twice: its next open's first
+//! lookup takes the hand-off).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,8 +62,8 @@ pub(crate) struct Waits<M> {
 #[derive(Debug, Default)]
 struct State {
     inflight: HashMap<String, Arc<Inflight>>,
-    /// The last answer to each waiting request, and when it came.
-    answered: HashMap<String, (Bytes, Instant)>,
+    /// The last answer to each waiting request, when it came, and the threads it went to.
+    answered: HashMap<String, (Bytes, Instant, HashSet<u32>)>,
     per_uid: HashMap<u32, usize>,
     handed: HashMap<(String, u32), (Bytes, Instant)>,
     buckets: HashMap<u32, (f64, Instant)>,
@@ -86,8 +89,15 @@ impl<M: Mds> Waits<M> {
                 return Some(bytes);
             }
         }
-        let (bytes, at) = state.answered.get(path)?;
-        (at.elapsed() < LATE).then(|| bytes.clone())
+        // A thread that had this answer already is reading again: it waits for the next one.
+        let (bytes, at, got) = state.answered.get_mut(path)?;
+        if at.elapsed() >= LATE || !got.insert(waiter.pid) {
+            return None;
+        }
+        let bytes = bytes.clone();
+        // Its open may look the name up twice, as the first reader's did.
+        state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
+        Some(bytes)
     }
 
     /// Wait for the MDS to answer the waiting request `path` (its `timeout_sec` is `limit`).
@@ -113,10 +123,16 @@ impl<M: Mds> Waits<M> {
         let bytes = result?;
         let mut state = self.state.lock().unwrap();
         state.handed.retain(|_, (_, at)| at.elapsed() < HANDOFF);
-        state.answered.retain(|_, (_, at)| at.elapsed() < LATE);
+        state.answered.retain(|_, (_, at, _)| at.elapsed() < LATE);
         state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
-        if state.answered.get(path).is_none_or(|(_, at)| at.elapsed() >= LATE) {
-            state.answered.insert(path.to_string(), (bytes.clone(), Instant::now()));
+        match state.answered.get_mut(path) {
+            Some((_, at, got)) if at.elapsed() < LATE => {
+                got.insert(waiter.pid);
+            }
+            _ => {
+                let got = HashSet::from([waiter.pid]);
+                state.answered.insert(path.to_string(), (bytes.clone(), Instant::now(), got));
+            }
         }
         Ok(bytes)
     }
