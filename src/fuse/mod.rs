@@ -250,6 +250,23 @@ impl<M: Mds> fuser::Filesystem for FuseFs<M> {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Every `open()` in Python (and C stdio's line buffering) asks TCGETS: not a terminal.
+    /// The kernel sends each ioctl (it remembers no ENOSYS for them), so it is answered here
+    /// directly, without fuser's "not implemented" warning on the way.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     // Never stored: EROFS like every write (ENOSYS would read as "not supported").
     fn setxattr(
         &self,
