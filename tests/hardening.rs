@@ -220,7 +220,13 @@ fn top_fstype(mountpoint: &Path) -> Option<String> {
 fn a_second_mount_on_a_live_mount_is_refused_and_the_first_keeps_serving() {
     let emu = Emulator::start(&[]);
     let mount = Mount::start(&emu.addr, &[]);
-    for foreground in [false, true] {
+    std::fs::read_dir(&mount.mountpoint).unwrap().for_each(drop);
+    // The last round with the first daemon stopped: refused, not a hang waiting on it.
+    for (foreground, stopped) in [(false, false), (true, false), (true, true)] {
+        if stopped {
+            // SAFETY: signalling the test's own child; SIGCONT below.
+            unsafe { libc::kill(mount.pid() as i32, libc::SIGSTOP) };
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_metadatafs"));
         if foreground {
             command.arg("-f");
@@ -231,6 +237,10 @@ fn a_second_mount_on_a_live_mount_is_refused_and_the_first_keeps_serving() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
+        if stopped {
+            // SAFETY: as above.
+            unsafe { libc::kill(mount.pid() as i32, libc::SIGCONT) };
+        }
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "-f {foreground}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");

@@ -82,15 +82,18 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long the daemon of a mount already at the mountpoint has to answer `statfs`: one that
+/// is stopped or stuck is taken as alive (we refuse to mount over it), not waited for.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Detach a mount left dead by a killed daemon, so it can be mounted again. `stat` can be
-/// answered from the kernel's attribute cache even on a dead mount; opening the directory
-/// cannot, so that is the probe.
+/// answered from the kernel's attribute cache even on a dead mount, and so can opening a
+/// directory (once a no-open daemon has answered OPENDIR with ENOSYS, the kernel opens its
+/// directories alone); `statfs` asks the daemon every time, so that is the probe.
 pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
-    // `statfs` asks the daemon every time, while opening a directory may not: once a no-open
-    // daemon has answered OPENDIR with ENOSYS, the kernel opens its directories alone.
-    let probe = match statfs(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(e),
-        _ => std::fs::read_dir(path).map(drop),
+    let probe = match top(path) {
+        Some(_) => statfs_within(path, PROBE_TIMEOUT),
+        None => std::fs::read_dir(path).map(drop),
     };
     match probe {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -114,6 +117,15 @@ pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// [`statfs`] on a thread, waiting at most `limit`: a daemon that does not answer in time
+/// counts as there (`Ok`). The thread, if stuck, goes when the process exits.
+fn statfs_within(path: &Path, limit: Duration) -> std::io::Result<()> {
+    let (answer, answered) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || answer.send(statfs(&path)));
+    answered.recv_timeout(limit).unwrap_or(Ok(()))
 }
 
 /// `statfs(2)` of `path`: on a FUSE mount, a request to its daemon (ENOTCONN if it is gone).
