@@ -450,3 +450,36 @@ fn a_cached_read_does_not_wait_out_the_timeout_when_the_server_goes_away() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(4), "cached reads took {took:?} with the server gone");
 }
+
+/// The same when the directory's listing changed too: a reader queued behind the listing's
+/// fetch (a GETATTR's refresh, or another reader's) waited out the whole `timeout`.
+#[test]
+fn a_read_queued_behind_a_slow_listing_fetch_does_not_wait_out_the_timeout() {
+    let mut emu = Emulator::start_restartable(&[]);
+    let mount = Mount::start(&emu.addr, &["-o", "ttl=3600,timeout=10"]);
+    let (dir, key) = ("instance/attributes", "instance/attributes/team");
+    put(&emu, key, b"old");
+    wait_for(&mount, key, b"old");
+    assert!(std::fs::read_dir(mount.path(dir)).unwrap().count() > 0);
+    emu.settle();
+    put(&emu, key, b"new");
+    put(&emu, "instance/attributes/newkey", b"v");
+    eventually("the watcher to see the changes", DEADLINE, || (emu.count("") >= 3).then_some(()));
+    emu.settle();
+    emu.stop();
+    let readers: Vec<_> = (0..10)
+        .map(|_| {
+            let mount = mount.share();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let value = mount.read(key).unwrap();
+                (value, start.elapsed())
+            })
+        })
+        .collect();
+    for reader in readers {
+        let (value, took) = reader.join().unwrap();
+        assert!(value == b"old" || value == b"new", "{value:?}");
+        assert!(took < Duration::from_secs(4), "a read took {took:?} with the server gone");
+    }
+}

@@ -28,31 +28,21 @@
 
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::debug;
 use lru::LruCache;
 
 use crate::clock::{Expiry, SharedClock};
 use crate::error::Result;
 
 mod flight;
-pub(crate) use self::flight::Flight;
-
-/// The longest a stale value is served after a failed refresh before the MDS is asked again,
-/// and how long after any failed refresh expired keys are served stale at once.
-const STALE_GRACE: Duration = Duration::from_secs(5);
-/// How long a value served stale at once stays as it is, while its refresh runs behind it: as
-/// long as a short `ttl`, so expiry edges (where a kernel-cached size can meet a newer value)
-/// come no more often than without the storm.
-const STALE_HOLD: Duration = Duration::from_secs(1);
-
-/// How many bytes a cached value holds, for the status counters.
-pub trait Weight {
-    fn weight(&self) -> usize;
-}
+mod slot;
+pub(crate) use self::flight::{Flight, Turn};
+use self::slot::{account, settle, store, Shared, Slot, STALE_GRACE, STALE_HOLD};
+pub use self::slot::{CacheStats, Entry, Weight};
 
 /// How long a read of an expired key that still holds its last good value waits for the MDS
 /// before it is answered with that value: the fetch goes on behind it, as the one fetch of the
@@ -60,63 +50,11 @@ pub trait Weight {
 /// without this, the first read after the MDS went away waited out the whole `timeout`.
 const STALE_AFTER: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
-pub struct Entry<V> {
-    pub value: V,
-    pub expiry: Expiry,
-}
-
-#[derive(Debug)]
-struct Slot<V> {
-    fill: Flight,
-    entry: Mutex<Option<Entry<V>>>,
-    /// A background refresh's value, waiting for the held stale `entry` to expire.
-    /// Lock order: `entry`, then `next`.
-    next: Mutex<Option<Entry<V>>>,
-    /// Dropped from the LRU: a fetch that finishes later hands its value to its readers but
-    /// keeps none here, so `entries` and `bytes` count only what the cache can still serve.
-    evicted: AtomicBool,
-}
-
-/// Counters for the status file, kept where they happen.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    /// Reads answered from a fresh value.
-    pub hits: AtomicU64,
-    /// Reads that had to fetch.
-    pub misses: AtomicU64,
-    /// Keys holding a value (or a remembered 404).
-    pub entries: AtomicUsize,
-    pub bytes: AtomicUsize,
-    /// Keys dropped to stay within `max_entries`.
-    pub evictions: AtomicU64,
-    /// Reads answered with the last good value after a failed fetch.
-    pub stale_served: AtomicU64,
-}
-
 #[derive(Debug)]
 pub struct Cache<V> {
     slots: Mutex<LruCache<String, Arc<Slot<V>>>>,
     shared: Arc<Shared>,
     pub stats: Arc<CacheStats>,
-}
-
-/// What a background refresh needs besides its slot.
-#[derive(Debug)]
-struct Shared {
-    clock: SharedClock,
-    /// Until when expired keys are served stale at once: set by a failed refresh, cleared by
-    /// a successful one.
-    failing_until: Mutex<Option<Expiry>>,
-    /// Bumped by every `expire`.
-    generation: AtomicU64,
-}
-
-impl Shared {
-    fn failing(&self) -> bool {
-        let until = self.failing_until.lock().unwrap();
-        until.is_some_and(|until| !until.is_expired(&*self.clock))
-    }
 }
 
 impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
@@ -152,7 +90,10 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
                 return Ok(stale);
             }
         }
-        let turn = slot.fill.turn().await;
+        let turn = match self.turn_or_stale(&slot, key).await {
+            Ok(turn) => turn,
+            Err(held) => return Ok(held),
+        };
         if let Some(entry) = self.fresh(&slot) {
             return Ok(entry);
         }
@@ -191,6 +132,27 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
                 });
                 Ok(held)
             }
+        }
+    }
+
+    /// The turn to fetch `key`; but if a last good value is held, waiting for the turn (behind
+    /// a fetch that is slow, or one gone on in the background) lasts at most [`STALE_AFTER`],
+    /// and then that value (`Err`), held as by [`Cache::serve_stale`] unless whoever holds the
+    /// turn has already done so.
+    async fn turn_or_stale(&self, slot: &Slot<V>, key: &str) -> Result<Turn, Entry<V>> {
+        if slot.entry.lock().unwrap().is_none() {
+            return Ok(slot.fill.turn().await);
+        }
+        if let Ok(turn) = tokio::time::timeout(STALE_AFTER, slot.fill.turn()).await {
+            return Ok(turn);
+        }
+        if let Some(held) = self.fresh(slot) {
+            return Err(held);
+        }
+        let stale = slot.entry.lock().unwrap().clone();
+        match stale {
+            Some(stale) => Err(self.serve_stale(slot, stale, key)),
+            None => Ok(slot.fill.turn().await),
         }
     }
 
@@ -320,72 +282,6 @@ impl<V: Clone + Weight + Send + Sync + 'static> Cache<V> {
         }
         fresh
     }
-}
-
-/// Store what a fetch brought: the value; after a transient failure the last good value held
-/// for [`STALE_GRACE`] (and the cache marked failing); a permanent failure as it is.
-fn settle<V: Clone + Weight>(
-    shared: &Shared,
-    stats: &CacheStats,
-    slot: &Slot<V>,
-    generation: u64,
-    fetched: Result<(V, Duration)>,
-) -> Result<Entry<V>> {
-    let clock = &*shared.clock;
-    match fetched {
-        Ok((value, ttl)) => {
-            *shared.failing_until.lock().unwrap() = None;
-            // Expired while it was fetched: what it brought may be what was declared stale.
-            let overtaken = shared.generation.load(Ordering::SeqCst) != generation;
-            let ttl = if overtaken { Duration::ZERO } else { ttl };
-            let entry = Entry { value, expiry: Expiry::from_now(clock, ttl) };
-            let mut current = slot.entry.lock().unwrap();
-            if slot.evicted.load(Ordering::SeqCst) {
-                // Nobody can find this slot any more: its readers get the value, it keeps none.
-            } else if current.as_ref().is_some_and(|held| !held.expiry.is_expired(clock)) {
-                // A stale value is held: this one takes over when it expires.
-                *slot.next.lock().unwrap() = Some(entry.clone());
-            } else {
-                let old = current.replace(entry.clone());
-                account(stats, current.as_ref(), old.as_ref());
-            }
-            Ok(entry)
-        }
-        Err(err) if err.is_transient() => {
-            *shared.failing_until.lock().unwrap() = Some(Expiry::from_now(clock, STALE_GRACE));
-            let stale = slot.entry.lock().unwrap().clone();
-            let Some(mut entry) = stale else {
-                return Err(err);
-            };
-            warn!("{err}; serving the last good value");
-            stats.stale_served.fetch_add(1, Ordering::Relaxed);
-            entry.expiry = Expiry::from_now(clock, STALE_GRACE);
-            store(stats, slot, Some(entry.clone()));
-            Ok(entry)
-        }
-        Err(err) => Err(err),
-    }
-}
-
-/// Replace the slot's entry (`None` on eviction, which also drops a waiting refresh).
-fn store<V: Weight>(stats: &CacheStats, slot: &Slot<V>, new: Option<Entry<V>>) {
-    let mut entry = slot.entry.lock().unwrap();
-    if new.is_none() {
-        slot.next.lock().unwrap().take();
-    }
-    let new = new.filter(|_| !slot.evicted.load(Ordering::SeqCst));
-    let old = std::mem::replace(&mut *entry, new);
-    account(stats, entry.as_ref(), old.as_ref());
-}
-
-fn account<V: Weight>(stats: &CacheStats, new: Option<&Entry<V>>, old: Option<&Entry<V>>) {
-    match (new.is_some(), old.is_some()) {
-        (true, false) => stats.entries.fetch_add(1, Ordering::Relaxed),
-        (false, true) => stats.entries.fetch_sub(1, Ordering::Relaxed),
-        _ => 0,
-    };
-    stats.bytes.fetch_add(new.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
-    stats.bytes.fetch_sub(old.map_or(0, |e| e.value.weight()), Ordering::Relaxed);
 }
 
 #[cfg(test)]

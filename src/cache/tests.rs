@@ -271,3 +271,24 @@ async fn a_slow_refresh_serves_the_last_good_value_after_a_second_and_goes_on_be
     release.send(true).unwrap();
     assert_eq!(cold.await.unwrap(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn readers_queued_behind_a_slow_fetch_get_the_last_good_value_after_a_second_too() {
+    let (clock, cache) = cache(10);
+    let cache = Arc::new(cache);
+    let ttl = Duration::from_secs(60);
+    cache.get("k", || async move { Ok((1, ttl)) }).await.unwrap();
+    clock.advance(ttl);
+    let started = tokio::time::Instant::now();
+    let never = || async { std::future::pending::<Result<(u32, Duration)>>().await };
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get("k", never).await.unwrap().value }
+    });
+    tokio::task::yield_now().await;
+    let queued = cache.get("k", || async { panic!("a second fetch") });
+    let queued =
+        tokio::time::timeout(10 * STALE_AFTER, queued).await.expect("still queued").unwrap();
+    assert_eq!((queued.value, first.await.unwrap()), (1, 1));
+    assert!(started.elapsed() < 2 * STALE_AFTER, "waited {:?}", started.elapsed());
+}
