@@ -32,7 +32,7 @@ impl Clock for SystemClock {
     }
 }
 
-fn boottime() -> Duration {
+pub(crate) fn boottime() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec we own; CLOCK_BOOTTIME exists since Linux 2.6.39.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };

@@ -122,3 +122,36 @@ fn a_loop_of_waiting_reads_neither_spins_nor_misses_a_change() {
     let first_x1 = seen.iter().find(|(v, _)| v == "x1").unwrap().1;
     assert!(*at - first_x1 < std::time::Duration::from_secs(3), "x2 seen after {at:?}");
 }
+
+/// The README's shell loop: a new `cat` each time, so a new thread each time.
+#[test]
+fn a_shell_loop_of_waiting_reads_sees_every_change_and_does_not_spin() {
+    let emu = Emulator::start(&[]);
+    let key = "instance/attributes/flag";
+    assert_eq!(emu.control("PUT", &format!("values/{key}"), "v0").0, 200);
+    let mount = Mount::start(&emu.addr, &[]);
+    let name = mount.path(&format!("{key}?wait_for_change=true&timeout_sec=20"));
+    let reader = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut seen: Vec<String> = Vec::new();
+        while start.elapsed() < std::time::Duration::from_secs(15) {
+            let out = std::process::Command::new("cat").arg(&name).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            seen.push(String::from_utf8(out.stdout).unwrap());
+            if seen.last().unwrap() == "v5" {
+                break;
+            }
+        }
+        seen
+    });
+    for i in 1..=5 {
+        eventually("the loop waiting", DEADLINE, || (emu.count(key) >= i).then_some(()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(emu.control("PUT", &format!("values/{key}"), &format!("v{i}")).0, 200);
+    }
+    let seen = reader.join().unwrap();
+    for i in 1..=5 {
+        let n = seen.iter().filter(|v| **v == format!("v{i}")).count();
+        assert!((1..=2).contains(&n), "v{i} printed {n} times in {} reads", seen.len());
+    }
+}

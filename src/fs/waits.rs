@@ -17,10 +17,11 @@
 //! same thread within [`HANDOFF`], gets the answer the first one got instead of waiting for
 //! the next change. And while one thread looks a name up, the kernel holds back others opening
 //! it, then has each revalidate the new dentry: those arrive within [`LATE`] of the answer and
-//! get it too, as readers that were waiting all along. A thread that had the answer already is
-//! reading again (a loop): it waits for the next answer, so a loop neither spins on the last
-//! answer nor misses a change made meanwhile (it may see an answer twice: its next open's first
-//! lookup takes the hand-off).
+//! get it too, as readers that were waiting all along. Only those: a thread that started after
+//! the answer (a new `cat` in a shell loop: `/proc/TID/stat` says when) or that had the answer
+//! already (a loop in one thread) is reading again, and waits for the next answer. So a loop
+//! neither spins on the last answer nor misses a change made meanwhile; it may see an answer
+//! twice (its next open's first lookup takes the hand-off).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use crate::clock::boottime;
 use crate::error::{Error, Result};
 use crate::upstream::mds::Mds;
 
@@ -63,10 +65,19 @@ pub(crate) struct Waits<M> {
 struct State {
     inflight: HashMap<String, Arc<Inflight>>,
     /// The last answer to each waiting request, when it came, and the threads it went to.
-    answered: HashMap<String, (Bytes, Instant, HashSet<u32>)>,
+    answered: HashMap<String, Answered>,
     per_uid: HashMap<u32, usize>,
     handed: HashMap<(String, u32), (Bytes, Instant)>,
     buckets: HashMap<u32, (f64, Instant)>,
+}
+
+#[derive(Debug)]
+struct Answered {
+    bytes: Bytes,
+    at: Instant,
+    /// `at` on the boot clock, which thread start times are on.
+    since_boot: Duration,
+    got: HashSet<u32>,
 }
 
 #[derive(Debug)]
@@ -89,12 +100,17 @@ impl<M: Mds> Waits<M> {
                 return Some(bytes);
             }
         }
-        // A thread that had this answer already is reading again: it waits for the next one.
-        let (bytes, at, got) = state.answered.get_mut(path)?;
-        if at.elapsed() >= LATE || !got.insert(waiter.pid) {
+        // Only a thread the kernel held back gets it late: one that started before the answer
+        // came (a new `cat` did not) and has not had it (a loop has).
+        let answered = state.answered.get_mut(path)?;
+        if answered.at.elapsed() >= LATE
+            || answered.got.contains(&waiter.pid)
+            || !started_before(waiter.pid, answered.since_boot)
+        {
             return None;
         }
-        let bytes = bytes.clone();
+        answered.got.insert(waiter.pid);
+        let bytes = answered.bytes.clone();
         // Its open may look the name up twice, as the first reader's did.
         state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
         Some(bytes)
@@ -123,15 +139,21 @@ impl<M: Mds> Waits<M> {
         let bytes = result?;
         let mut state = self.state.lock().unwrap();
         state.handed.retain(|_, (_, at)| at.elapsed() < HANDOFF);
-        state.answered.retain(|_, (_, at, _)| at.elapsed() < LATE);
+        state.answered.retain(|_, answered| answered.at.elapsed() < LATE);
         state.handed.insert((path.to_string(), waiter.pid), (bytes.clone(), Instant::now()));
+        // The readers of one request reach here one by one; a newer request's answer replaces it.
         match state.answered.get_mut(path) {
-            Some((_, at, got)) if at.elapsed() < LATE => {
-                got.insert(waiter.pid);
+            Some(answered) if answered.bytes == bytes => {
+                answered.got.insert(waiter.pid);
             }
             _ => {
-                let got = HashSet::from([waiter.pid]);
-                state.answered.insert(path.to_string(), (bytes.clone(), Instant::now(), got));
+                let answered = Answered {
+                    bytes: bytes.clone(),
+                    at: Instant::now(),
+                    since_boot: boottime(),
+                    got: HashSet::from([waiter.pid]),
+                };
+                state.answered.insert(path.to_string(), answered);
             }
         }
         Ok(bytes)
@@ -159,6 +181,22 @@ impl<M: Mds> Waits<M> {
         *state.per_uid.entry(uid).or_default() += 1;
         Ok((inflight, delay))
     }
+}
+
+/// Whether thread `tid` surely started before `instant` (on the boot clock): its start time in
+/// `/proc` counts clock ticks, so one that started in the tick before is not sure.
+fn started_before(tid: u32, instant: Duration) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+        return false;
+    };
+    // After the command name in parentheses: the state is field 3, the start time field 22.
+    let ticks = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19));
+    let Some(ticks) = ticks.and_then(|t| t.parse::<u64>().ok()) else {
+        return false;
+    };
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos((ticks + 1).saturating_mul(1_000_000_000 / hz)) <= instant
 }
 
 /// Take one token from a user's bucket `(tokens, refilled at)`: how long to wait for it.
@@ -203,6 +241,16 @@ impl<M> Drop for Share<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_started_before_now_and_not_after() {
+        // SAFETY: gettid has no arguments.
+        let me = unsafe { libc::gettid() } as u32;
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(started_before(me, boottime()));
+        assert!(!started_before(me, Duration::ZERO));
+        assert!(!started_before(u32::MAX, boottime()), "a gone thread");
+    }
 
     #[test]
     fn a_user_starts_at_most_a_burst_then_five_a_second() {
