@@ -91,9 +91,20 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// directory (once a no-open daemon has answered OPENDIR with ENOSYS, the kernel opens its
 /// directories alone); `statfs` asks the daemon every time, so that is the probe.
 pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
-    let probe = match top(path) {
-        Some(_) => statfs_within(path, PROBE_TIMEOUT),
-        None => std::fs::read_dir(path).map(drop),
+    // On a thread: even a `stat` of the mountpoint waits for a daemon mounted there.
+    let (answer, answered) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = answer.send(match top(&owned) {
+            Some(_) => statfs(&owned),
+            None => std::fs::read_dir(&owned).map(drop),
+        });
+    });
+    let Ok(probe) = answered.recv_timeout(PROBE_TIMEOUT) else {
+        bail!(
+            "{} is already a mount point, whose daemon does not answer; unmount it first",
+            path.display()
+        );
     };
     match probe {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -117,15 +128,6 @@ pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
         ),
         _ => Ok(()),
     }
-}
-
-/// [`statfs`] on a thread, waiting at most `limit`: a daemon that does not answer in time
-/// counts as there (`Ok`). The thread, if stuck, goes when the process exits.
-fn statfs_within(path: &Path, limit: Duration) -> std::io::Result<()> {
-    let (answer, answered) = std::sync::mpsc::channel();
-    let path = path.to_path_buf();
-    std::thread::spawn(move || answer.send(statfs(&path)));
-    answered.recv_timeout(limit).unwrap_or(Ok(()))
 }
 
 /// `statfs(2)` of `path`: on a FUSE mount, a request to its daemon (ENOTCONN if it is gone).

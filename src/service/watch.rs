@@ -68,6 +68,9 @@ pub async fn run<M: Mds>(core: Arc<Core<M>>, mds: Arc<M>, kernel: Arc<dyn Kernel
                 if failing {
                     info!("the change watcher is back");
                     failing = false;
+                    // The outage's backoff is over: a server that now answers at once (a
+                    // restarted one, whose ETags are new) is paced from the start again.
+                    backoff = FIRST_BACKOFF;
                 }
                 status.set(WatcherPhase::Watching);
                 let changed = match &last {
