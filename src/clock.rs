@@ -32,6 +32,20 @@ impl Clock for SystemClock {
     }
 }
 
+/// `work` on a thread of its own, waited for at most `limit`: `None` if it has not finished
+/// by then (a call blocked on a stuck filesystem). The thread, if stuck, is left to end or
+/// to go with the process.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (answer, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answer.send(work());
+    });
+    answered.recv_timeout(limit).ok()
+}
+
 pub(crate) fn boottime() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec we own; CLOCK_BOOTTIME exists since Linux 2.6.39.

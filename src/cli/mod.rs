@@ -138,12 +138,9 @@ fn runtime_error(message: String) -> clap::Error {
 fn check_mountpoint(path: &std::path::Path) -> Result<(), clap::Error> {
     // On a thread: a `stat` waits for a daemon mounted there, which may be stopped or stuck.
     // One that does not answer is for the mount itself to report (service/mounts.rs).
-    let (answer, answered) = std::sync::mpsc::channel();
     let owned = path.to_path_buf();
-    std::thread::spawn(move || {
-        let _ = answer.send(std::fs::metadata(owned));
-    });
-    let Ok(meta) = answered.recv_timeout(std::time::Duration::from_secs(2)) else {
+    let limit = std::time::Duration::from_secs(2);
+    let Some(meta) = crate::clock::within(limit, move || std::fs::metadata(owned)) else {
         return Ok(());
     };
     let problem = match meta {

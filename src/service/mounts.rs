@@ -92,15 +92,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// directories alone); `statfs` asks the daemon every time, so that is the probe.
 pub(crate) fn prepare_mountpoint(path: &Path) -> Result<()> {
     // On a thread: even a `stat` of the mountpoint waits for a daemon mounted there.
-    let (answer, answered) = std::sync::mpsc::channel();
     let owned = path.to_path_buf();
-    std::thread::spawn(move || {
-        let _ = answer.send(match top(&owned) {
-            Some(_) => statfs(&owned),
-            None => std::fs::read_dir(&owned).map(drop),
-        });
+    let probe = crate::clock::within(PROBE_TIMEOUT, move || match top(&owned) {
+        Some(_) => statfs(&owned),
+        None => std::fs::read_dir(&owned).map(drop),
     });
-    let Ok(probe) = answered.recv_timeout(PROBE_TIMEOUT) else {
+    let Some(probe) = probe else {
         bail!(
             "{} is already a mount point, whose daemon does not answer; unmount it first",
             path.display()
